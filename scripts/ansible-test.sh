@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run ansible-test on a copy of the collection laid out as ansible_collections/edgefleet/mysql_backup.
+# (The in-place symlink resolves to the repository root, whose path ansible-test rejects.)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$root/.cache/ansible-test/ansible_collections/edgefleet/mysql_backup
+mkdir -p "$work"
+cd "$root"
+git ls-files -co --exclude-standard | grep -v -e '^collections/' -e '^\.ci/' > "$root/.cache/ansible-test.files"
+rsync -a --delete --files-from="$root/.cache/ansible-test.files" ./ "$work/"
+cd "$work"
+export PATH=$root/.venv/bin:$PATH
+exec ansible-test "$@"

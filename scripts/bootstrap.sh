@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install everything the lab, the demo and the tests need on a Debian 12 machine (as root).
+# Idempotent: apt runs only for missing packages, pip only when requirements-dev.txt changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  podman runc debootstrap iptables         # lab hosts: podman + runc, local base image
+  mariadb-server mariadb-client mariadb-backup   # throwaway MariaDB servers for live tests
+  openssh-client autossh zstd rsync git make python3-venv
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp_want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+stamp_have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+if [[ "$stamp_want" != "$stamp_have" ]]; then
+  echo "bootstrap: creating .venv from requirements-dev.txt"
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import ansible, pymysql, molecule, testinfra, hypothesis" \
+    || { echo "bootstrap: venv is incomplete" >&2; exit 1; }
+  echo "$stamp_want" > .venv/.requirements.sha256
+fi
+
+# ansible-test fetches a get-pip script from a host that is unreachable here. Its stand-in
+# bootstraps pip from the interpreter's own ensurepip and installs the pinned packages from PyPI.
+for version in 24_2; do
+  stand_in=~/.ansible/test/cache/get_pip_${version}.py
+  if [[ ! -f $stand_in ]]; then
+    mkdir -p "$(dirname "$stand_in")"
+    cat > "$stand_in" <<'PY'
+"""Offline stand-in for get-pip.py: ensurepip, then pip install the requested packages."""
+import subprocess
+import sys
+
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade"])
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check"] + args)
+PY
+  fi
+done
+echo "bootstrap: ok ($(.venv/bin/ansible --version | head -1))"
