@@ -1,0 +1,501 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: replication_source
+short_description: Desired state of many replication channels of one MySQL/MariaDB replica
+version_added: 0.1.0
+description:
+  - Configures, starts, stops and removes the replication channels of one replica server in
+    a single call, so one task carries every device replicated into that server.
+  - On MariaDB a channel is a named multi-source connection (C(CHANGE MASTER 'name' TO),
+    C(SHOW ALL SLAVES STATUS)); on MySQL it is a replication channel
+    (C(CHANGE REPLICATION SOURCE TO ... FOR CHANNEL 'name') from 8.0.23, C(CHANGE MASTER TO)
+    before). The SQL is chosen from one version table after detecting the server flavor and
+    version; MySQL 8.4 never gets a removed C(MASTER)/C(SLAVE) spelling.
+  - Compares the wanted options with the live status and changes nothing when they are equal
+    (C(changed=false)). A channel that must change is stopped only as far as needed (MariaDB
+    needs both threads stopped for C(CHANGE MASTER); MySQL only the thread an option belongs
+    to) and restarted afterwards if it should run. Other channels are not touched.
+  - GTID auto-positioning is on by default (MariaDB C(MASTER_USE_GTID=slave_pos), MySQL
+    C(SOURCE_AUTO_POSITION=1)).
+  - On MariaDB, O(channels[].gtid_pos) seeds are merged into the one global
+    C(gtid_slave_pos) by GTID domain; positions of other domains are kept. Changing
+    C(gtid_slave_pos) needs every replication thread stopped for a moment, so it is done only
+    when a seed changes the value, and every channel that was running is started again.
+  - Passwords cannot be read back from MariaDB, so by default a password is set only when a
+    channel is created (O(update_password=on_create)). See O(update_password).
+author:
+  - edgefleet maintainers
+extends_documentation_fragment:
+  - edgefleet.mysql_backup.mysql_connection
+attributes:
+  check_mode:
+    support: full
+    description: Computes and returns the statements it would run, without running them.
+  diff_mode:
+    support: full
+    description: Shows each channel's configuration and state before and after (passwords masked).
+options:
+  channels:
+    description:
+      - The channels of this replica. Channels not listed are left alone unless
+        O(prune_unlisted=true).
+      - Options left unset are not compared; a new channel gets the server default for them.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description:
+          - Channel (MariaDB connection) name. 1-64 characters from C(A-Z a-z 0-9 _ . -),
+            not starting with C(.) or C(-); V('') is the default channel.
+          - Names are case-insensitive, as they are on the server.
+        type: str
+        required: true
+      state:
+        description:
+          - V(running) creates or updates the channel and makes sure both threads run.
+          - V(stopped) creates or updates the channel and makes sure both threads are stopped.
+          - V(absent) stops the channel and deletes it (C(RESET SLAVE 'name' ALL) / C(RESET
+            REPLICA ALL FOR CHANNEL)). Its domain's position in C(gtid_slave_pos) is kept.
+        type: str
+        choices: [running, stopped, absent]
+        default: running
+      source_host:
+        description:
+          - Host of the source server (for a device behind a reverse tunnel, V(127.0.0.1)).
+          - Required to create a channel.
+        type: str
+      source_port:
+        description:
+          - Port of the source server (for a tunnelled device, its allocated tunnel port).
+        type: int
+      source_user:
+        description: Replication user on the source.
+        type: str
+      source_password:
+        description:
+          - Password of O(channels[].source_user). Never logged; masked in RV(queries) and
+            in the diff.
+          - Set on creation; on existing channels only as O(update_password) says.
+        type: str
+      use_gtid:
+        description:
+          - Position by GTID (MariaDB C(MASTER_USE_GTID=slave_pos), MySQL
+            C(SOURCE_AUTO_POSITION=1)). V(false) means C(MASTER_USE_GTID=no) /
+            C(SOURCE_AUTO_POSITION=0).
+          - A MariaDB channel using C(current_pos) is changed to C(slave_pos) when V(true).
+        type: bool
+        default: true
+      connect_retry:
+        description: Seconds between reconnection attempts (C(MASTER_CONNECT_RETRY)).
+        type: int
+      retry_count:
+        description:
+          - Reconnection attempts before the IO thread gives up (C(SOURCE_RETRY_COUNT)).
+          - MySQL, and MariaDB 12.0 and later; older MariaDB only has the server-wide
+            C(master_retry_count) option, and setting this fails there.
+        type: int
+      heartbeat_period:
+        description: Heartbeat interval in seconds (C(MASTER_HEARTBEAT_PERIOD)).
+        type: float
+      delay:
+        description: Seconds the replica stays behind the source on purpose (C(MASTER_DELAY)).
+        type: int
+      ssl:
+        description: Use TLS to the source (C(MASTER_SSL)).
+        type: bool
+      ssl_ca:
+        description: CA file on the replica host for the source's certificate.
+        type: str
+      ssl_capath:
+        description: CA directory on the replica host.
+        type: str
+      ssl_cert:
+        description: Client certificate file on the replica host.
+        type: str
+      ssl_key:
+        description: Client key file on the replica host.
+        type: str
+        no_log: false
+      ssl_cipher:
+        description: Allowed TLS ciphers.
+        type: str
+      ssl_crl:
+        description: Certificate revocation list file on the replica host.
+        type: str
+      ssl_verify_server_cert:
+        description: Verify the source certificate's host name (C(MASTER_SSL_VERIFY_SERVER_CERT)).
+        type: bool
+      gtid_pos:
+        description:
+          - MariaDB only. GTID position(s) to start this channel from, C(domain-server-seqno)
+            with one entry per domain, comma separated (for example the position recorded by
+            C(mariadb-dump --gtid --master-data=2) on the device).
+          - Merged into the global C(gtid_slave_pos) by domain; other domains are kept.
+          - Applied when the channel is created in this call, when the domain has no position
+            yet, or when O(channels[].gtid_pos_force=true). Otherwise a running channel's
+            progress is never rewound; RV(channels[].gtid_seed_skipped) says so.
+        type: str
+      gtid_pos_force:
+        description: Apply O(channels[].gtid_pos) even if the domain already has another position.
+        type: bool
+        default: false
+  prune_unlisted:
+    description:
+      - Remove every channel of the server that is not in O(channels) (retired devices), so
+        one call carries the whole fleet of an instance. Includes the default channel V('').
+    type: bool
+    default: false
+  update_password:
+    description:
+      - V(on_create) sets O(channels[].source_password) only when a channel is created. A
+        password rotation then needs V(always) once (or the channel recreated).
+      - V(always) sets the password of every listed channel on every run. MariaDB cannot show
+        the stored password, so this changes (and briefly stops) every channel each run.
+        On MySQL 8 the stored password is read from C(mysql.slave_master_info) when the login
+        user may, and only channels whose password differs are changed, whichever value is set.
+    type: str
+    choices: [always, on_create]
+    default: on_create
+notes:
+  - Every server in the topology needs a unique C(server_id); on MariaDB every source needs its
+    own C(gtid_domain_id), because C(gtid_slave_pos) holds one position per domain.
+  - Two channels cannot point at the same host and port.
+  - Starting a channel returns as soon as its threads start; use
+    M(edgefleet.mysql_backup.replication_info) to see whether it connects and applies.
+seealso:
+  - module: edgefleet.mysql_backup.replication_info
+  - name: MariaDB CHANGE MASTER TO
+    description: Options of MariaDB multi-source connections.
+    link: https://mariadb.com/kb/en/change-master-to/
+  - name: MySQL CHANGE REPLICATION SOURCE TO
+    description: Options of MySQL replication channels.
+    link: https://dev.mysql.com/doc/refman/8.4/en/change-replication-source-to.html
+'''
+
+EXAMPLES = r'''
+- name: Replicate every device of this replica instance (one task for the whole fleet)
+  edgefleet.mysql_backup.replication_source:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    prune_unlisted: true
+    channels:
+      - name: dev1
+        source_host: 127.0.0.1
+        source_port: 33001
+        source_user: repl_dev1
+        source_password: "{{ vault_repl_password_dev1 }}"
+      - name: dev2
+        source_host: 127.0.0.1
+        source_port: 33002
+        source_user: repl_dev2
+        source_password: "{{ vault_repl_password_dev2 }}"
+        heartbeat_period: 10
+        connect_retry: 30
+
+- name: Seed a new MariaDB channel at the position of the dump just loaded
+  edgefleet.mysql_backup.replication_source:
+    channels:
+      - name: dev3
+        source_host: 127.0.0.1
+        source_port: 33003
+        source_user: repl_dev3
+        source_password: "{{ vault_repl_password_dev3 }}"
+        gtid_pos: "3-3-1842"
+
+- name: Pause one channel, retire another
+  edgefleet.mysql_backup.replication_source:
+    channels:
+      - name: dev1
+        state: stopped
+      - name: dev9
+        state: absent
+
+- name: Rotate replication passwords
+  edgefleet.mysql_backup.replication_source:
+    update_password: always
+    channels: "{{ replica_channels }}"
+  no_log: true
+'''
+
+RETURN = r'''
+channels:
+  description: What happened to each channel that was listed, pruned or briefly restarted.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Channel name.
+      type: str
+      sample: dev1
+    action:
+      description:
+        - The main action; one of V(created), V(changed), V(started), V(stopped), V(removed),
+          V(unchanged).
+      type: str
+      sample: changed
+    actions:
+      description: Every action in order (a new running channel is V([created, started])).
+      type: list
+      elements: str
+      sample: [created, started]
+    changed:
+      description: Whether this channel changed (including a GTID seed).
+      type: bool
+    changed_options:
+      description: Options that were changed on an existing channel.
+      type: list
+      elements: str
+      sample: [source_port]
+    pruned:
+      description: Present on removed channels; V(true) when removed because unlisted.
+      type: bool
+      returned: when removed
+    restarted:
+      description: The channel was stopped and started again to set C(gtid_slave_pos).
+      type: bool
+      returned: when restarted
+    gtid_seeded:
+      description: GTIDs this channel's O(channels[].gtid_pos) put into C(gtid_slave_pos).
+      type: list
+      elements: str
+      returned: when seeded
+    gtid_seed_skipped:
+      description: Why a seed was not applied (the domain already has a position).
+      type: list
+      elements: str
+      returned: when skipped
+  sample:
+    - {name: dev1, action: unchanged, actions: [], changed: false, changed_options: []}
+    - {name: dev2, action: created, actions: [created, started], changed: true,
+       changed_options: []}
+queries:
+  description: Statements run (or, in check mode, that would run), passwords masked.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "CHANGE MASTER 'dev2' TO MASTER_HOST='127.0.0.1', MASTER_PORT=33002, MASTER_USER='repl_dev2', MASTER_PASSWORD='********', MASTER_USE_GTID=slave_pos"
+    - "START REPLICA 'dev2'"
+gtid_slave_pos:
+  description: MariaDB C(gtid_slave_pos) before and after, when any O(channels[].gtid_pos) was given.
+  returned: when a gtid_pos seed was given on MariaDB
+  type: dict
+  contains:
+    before:
+      description: Value before this run.
+      type: str
+    after:
+      description: Value after this run (merged by domain).
+      type: str
+    changed:
+      description: Whether the value changed.
+      type: bool
+  sample: {before: "1-1-40", after: "1-1-40,3-3-1842", changed: true}
+server:
+  description: The detected server and the version-table row used.
+  returned: always
+  type: dict
+  sample: {flavor: mariadb, version: 10.11.19, dialect: mariadb-10.5}
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
+    channel_key, format_version, render, validate_channel_name,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
+    connect, mysql_connection_argument_spec, require_pymysql,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
+    PlanError, apply_connection_config, parse_gtid_pos, parse_status_row,
+    plan_channels,
+)
+
+
+CHANNEL_SPEC = dict(
+    name=dict(type='str', required=True),
+    state=dict(type='str', default='running', choices=['running', 'stopped', 'absent']),
+    source_host=dict(type='str'),
+    source_port=dict(type='int'),
+    source_user=dict(type='str'),
+    source_password=dict(type='str', no_log=True),
+    use_gtid=dict(type='bool', default=True),
+    connect_retry=dict(type='int'),
+    retry_count=dict(type='int'),
+    heartbeat_period=dict(type='float'),
+    delay=dict(type='int'),
+    ssl=dict(type='bool'),
+    ssl_ca=dict(type='str'),
+    ssl_capath=dict(type='str'),
+    ssl_cert=dict(type='str'),
+    ssl_key=dict(type='str', no_log=False),
+    ssl_cipher=dict(type='str'),
+    ssl_crl=dict(type='str'),
+    ssl_verify_server_cert=dict(type='bool'),
+    gtid_pos=dict(type='str'),
+    gtid_pos_force=dict(type='bool', default=False),
+)
+
+
+def argument_spec():
+    spec = mysql_connection_argument_spec()
+    spec.update(
+        channels=dict(type='list', elements='dict', required=True, options=CHANNEL_SPEC),
+        prune_unlisted=dict(type='bool', default=False),
+        update_password=dict(type='str', default='on_create', choices=['always', 'on_create'],
+                             no_log=False),
+    )
+    return spec
+
+
+def validate_channels(channels):
+    """Input errors that need no server; returns a list of messages."""
+    errors = []
+    seen = {}
+    for channel in channels:
+        name = channel.get('name')
+        message = validate_channel_name(name)
+        if message:
+            errors.append(message)
+            continue
+        key = channel_key(name)
+        if key in seen:
+            errors.append('channel %r is listed twice (channel names are case-insensitive; '
+                          'also %r)' % (name, seen[key]))
+        seen[key] = name
+        for option in ('source_port', 'connect_retry', 'retry_count', 'delay'):
+            value = channel.get(option)
+            if value is not None and value < 0:
+                errors.append('channel %r: %s must not be negative' % (name, option))
+        port = channel.get('source_port')
+        if port is not None and not 0 < port < 65536:
+            errors.append('channel %r: source_port %d is not a TCP port' % (name, port))
+        heartbeat = channel.get('heartbeat_period')
+        if heartbeat is not None and not 0 <= heartbeat <= 4294967:
+            errors.append('channel %r: heartbeat_period must be between 0 and 4294967' % name)
+        if channel.get('gtid_pos'):
+            try:
+                parse_gtid_pos(channel['gtid_pos'])
+            except ValueError as exc:
+                errors.append('channel %r: gtid_pos: %s' % (name, exc))
+    return errors
+
+
+def read_live(session):
+    dialect = session.dialect
+    rows = session.query(*dialect.status_all())
+    statuses = [parse_status_row(row, dialect.is_mariadb) for row in rows]
+    config_query = dialect.connection_config_query()
+    if config_query:
+        apply_connection_config(statuses, session.try_query(*config_query))
+    return statuses
+
+
+def read_stored_passwords(session):
+    query = session.dialect.stored_password_query()
+    if not query:
+        return None
+    rows = session.try_query(*query)
+    if rows is None:
+        return None
+    passwords = {}
+    for row in rows:
+        if row.get('User_password') is not None:
+            value = row['User_password']
+            if isinstance(value, bytes):
+                value = value.decode('utf-8', 'replace')
+            passwords[channel_key(row.get('Channel_name'))] = value
+    return passwords
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    require_pymysql(module)
+    channels = module.params['channels']
+    errors = validate_channels(channels)
+    if errors:
+        module.fail_json(msg='invalid channels: ' + '; '.join(errors), errors=errors)
+
+    session = connect(module)
+    dialect = session.dialect
+    if dialect.warning:
+        module.warn(dialect.warning)
+    server = {'flavor': dialect.flavor, 'version': format_version(dialect.version),
+              'dialect': dialect.label}
+    unsupported = sorted(set(
+        '%s (channel %r)' % (option, channel['name'])
+        for channel in channels for option in ('retry_count',)
+        if channel.get(option) is not None and not dialect.supports_option(option)))
+    if unsupported:
+        module.fail_json(msg='not a per-channel option on %s %s: %s; set the server option '
+                             'master_retry_count instead' % (dialect.flavor, server['version'],
+                                                             ', '.join(unsupported)),
+                         server=server)
+
+    try:
+        live = read_live(session)
+        gtid_slave_pos = None
+        if dialect.is_mariadb:
+            gtid_slave_pos = session.query_one('SELECT @@GLOBAL.gtid_slave_pos AS pos')['pos']
+        stored = read_stored_passwords(session)
+    except Exception as exc:  # pylint: disable=broad-except
+        session.close()
+        module.fail_json(msg='cannot read replication status: %s' % to_native(exc), server=server)
+
+    try:
+        plan = plan_channels(dialect, channels, live,
+                             prune_unlisted=module.params['prune_unlisted'],
+                             update_password=module.params['update_password'],
+                             stored_passwords=stored, gtid_slave_pos=gtid_slave_pos)
+    except (PlanError, ValueError) as exc:
+        session.close()
+        module.fail_json(msg=to_native(exc), server=server)
+
+    done = []
+    if not module.check_mode:
+        for sql, params in plan.statements:
+            try:
+                session.execute(sql, params)
+            except Exception as exc:  # pylint: disable=broad-except
+                session.close()
+                module.fail_json(
+                    msg='statement failed: %s: %s' % (render(sql, params), to_native(exc)),
+                    queries=done, changed=bool(done), server=server,
+                    hint='statements before the failing one were applied; a channel stopped to '
+                         'change it may still be stopped; run again after fixing the cause')
+            done.append(render(sql, params))
+    session.close()
+
+    result = dict(
+        changed=plan.changed,
+        channels=[plan.channels[key] for key in sorted(plan.channels)],
+        queries=plan.queries(),
+        server=server,
+    )
+    if plan.gtid is not None:
+        result['gtid_slave_pos'] = plan.gtid
+    if module._diff:
+        before = {'channels': plan.diff_before}
+        after = {'channels': plan.diff_after}
+        if plan.gtid is not None:
+            before['gtid_slave_pos'] = plan.gtid['before']
+            after['gtid_slave_pos'] = plan.gtid['after']
+        result['diff'] = {'before': before, 'after': after}
+    for warning in plan.warnings:
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
