@@ -1,0 +1,60 @@
+"""Helpers for tests that run against the podman lab through the fleet inventory."""
+import functools
+import json
+import os
+import subprocess
+
+import testinfra
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INVENTORY = os.path.join(ROOT, "inventories", "lab", "lab.fleet.yml")
+ENV = dict(os.environ,
+           ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"),
+           ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+
+
+@functools.lru_cache(maxsize=1)
+def inventory():
+    """`ansible-inventory --list` of the lab fleet (hostvars and groups)."""
+    out = subprocess.run(["ansible-inventory", "-i", INVENTORY, "--list"], env=ENV, cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def group(name):
+    data = inventory()
+    return sorted(data.get(name, {}).get("hosts", []))
+
+
+def devices():
+    """Active devices of the lab."""
+    return sorted(set(group("devices")) & set(group("status_active")))
+
+
+def clouds():
+    return group("cloud")
+
+
+def hostvars(name):
+    return inventory()["_meta"]["hostvars"][name]
+
+
+@functools.lru_cache(maxsize=None)
+def lab_host(name):
+    os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", ENV["ANSIBLE_COLLECTIONS_PATH"])
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def sql(host, query, socket="/run/mysqld/mysqld.sock"):
+    """Run a query as root over the unix socket; rows as lists of strings."""
+    out = host.check_output("mariadb --socket=%s -N -B -e %s", socket, query)
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def replica_socket(device):
+    return f"/run/mysqld/edgefleet-{hostvars(device)['edgefleet_replica_instance']}.sock"
+
+
+def replica_schema(device, database="app"):
+    hv = hostvars(device)
+    return hv["edgefleet_schema_prefix"] + database if hv["edgefleet_replica_mode"] == "channel" else database
