@@ -1,0 +1,155 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turn registry + allocations into inventory data (hosts, host vars, groups).
+
+Pure function of its inputs so it can be cached and unit tested; the inventory plugin only
+feeds the result into Ansible's inventory.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.allocation import instances_by_host
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import format_port_ranges
+
+CLOUD_DEVICE_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id', 'replica_mode',
+                     'replica_instance', 'replica_port', 'replica_datadir', 'channel_name', 'schema_prefix')
+
+DEFAULT_OPTIONS = {
+    'reach': 'auto',
+    'jump': 'proxyjump',
+    'cloud_ssh_user': None,
+    'cloud_ssh_port': None,
+    'tunnel_host': '127.0.0.1',
+    'include_retired': False,
+    'policy': None,
+}
+
+
+def _shell_quote(text):
+    if text and all(c.isalnum() or c in '@%+=:,./-_' for c in text):
+        return text
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def jump_args(device_id, cloud, options):
+    """ssh options that reach ``127.0.0.1:<port>`` on ``cloud`` and pin the device's host key."""
+    cvars = cloud.get('vars') or {}
+    address = cvars.get('ansible_host') or cloud.get('address') or cloud['name']
+    user = cvars.get('ansible_user') or options.get('cloud_ssh_user')
+    port = cvars.get('ansible_port') or options.get('cloud_ssh_port')
+    alias = '-o HostKeyAlias=%s' % device_id
+    if options.get('jump') == 'proxycommand':
+        inner = 'ssh -W %h:%p'
+        if port:
+            inner += ' -p %s' % port
+        inner += ' ' + ('%s@%s' % (user, address) if user else address)
+        return "-o %s %s" % (_shell_quote('ProxyCommand=' + inner), alias)
+    target = ('%s@%s' % (user, address)) if user else address
+    if ':' in address and not address.startswith('['):
+        target = ('%s@[%s]' % (user, address)) if user else '[%s]' % address
+    if port:
+        target += ':%s' % port
+    return '-o ProxyJump=%s %s' % (target, alias)
+
+
+def build(devices, cloud_hosts, state, options=None):
+    """Return {'hosts': {name: vars}, 'groups': {name: [hosts]}, 'children': {group: [groups]}}."""
+    opts = dict(DEFAULT_OPTIONS)
+    opts.update(options or {})
+    reach_default = opts['reach']
+    tunnel_host = opts['tunnel_host']
+    include_retired = opts['include_retired']
+    allocations = state['allocations']
+    clouds = dict((h['name'], h) for h in cloud_hosts)
+    hosts = {}
+    groups = {'devices': [], 'cloud': []}
+    jump_cache = {}
+    cloud_devices = dict((name, []) for name in clouds)
+    active_ids = set()
+    warnings = []
+
+    for dev in devices:
+        dev_id = dev['id']
+        status = dev['status']
+        if status == 'retired' and not include_retired:
+            continue
+        hv = dict(dev['vars']) if dev['vars'] else {}
+        hv['edgefleet_device_id'] = dev_id
+        hv['edgefleet_site'] = dev['site'] or ''
+        hv['edgefleet_status'] = status
+        hv['edgefleet_labels'] = dev['labels']
+        hv['edgefleet_address'] = dev['address'] or ''
+        hv['edgefleet_ssh_public_key'] = dev['ssh_public_key'] or ''
+        groups['devices'].append(dev_id)
+        groups.setdefault('status_' + status, []).append(dev_id)
+        if dev['site']:
+            groups.setdefault('site_' + dev['site'], []).append(dev_id)
+        rec = allocations.get(dev_id)
+        cloud = None
+        if rec is not None:
+            cloud = clouds.get(rec['cloud_host'])
+            hv['edgefleet_cloud_host'] = rec['cloud_host']
+            hv['edgefleet_cloud_address'] = (cloud or {}).get('address') or ''
+            for key in CLOUD_DEVICE_KEYS:
+                hv['edgefleet_' + key] = rec[key]
+            hv['edgefleet_replica_server_id'] = rec.get('replica_server_id')
+            groups.setdefault('cloud_' + rec['cloud_host'], []).append(dev_id)
+            groups.setdefault('mode_' + rec['replica_mode'], []).append(dev_id)
+            if status == 'active' and rec['cloud_host'] in cloud_devices:
+                active_ids.add(dev_id)
+                entry = {'id': dev_id, 'site': dev['site'] or '', 'status': status}
+                for key in CLOUD_DEVICE_KEYS:
+                    entry[key] = rec[key]
+                entry['ssh_public_key'] = dev['ssh_public_key'] or ''
+                cloud_devices[rec['cloud_host']].append(entry)
+        reach = dev['reach'] or reach_default
+        if reach == 'auto':
+            reach = 'address' if dev['address'] else 'tunnel'
+        if reach == 'address':
+            if dev['address']:
+                hv['ansible_host'] = dev['address']
+            else:
+                warnings.append('device %s: reach is "address" but the registry has no field "address"' % dev_id)
+                reach = 'none'
+        elif reach == 'tunnel':
+            if rec is not None and cloud is not None:
+                hv['ansible_host'] = tunnel_host
+                hv['ansible_port'] = rec['tunnel_ssh_port']
+                args = jump_cache.get(rec['cloud_host'])
+                if args is None:
+                    args = jump_args('@@ID@@', cloud, opts)
+                    jump_cache[rec['cloud_host']] = args
+                hv['ansible_ssh_common_args'] = args.replace('@@ID@@', dev_id)
+            else:
+                reach = 'none'
+        hv['edgefleet_reach'] = reach
+        if dev['vars']:
+            for key, value in dev['vars'].items():  # registry vars override reach, not allocation facts
+                if not key.startswith('edgefleet_'):
+                    hv[key] = value
+        hosts[dev_id] = hv
+
+    inst = instances_by_host(state, active_ids)
+    for name in sorted(clouds):
+        host = clouds[name]
+        if name in hosts:
+            raise FleetError('cloud host %s: field "name" is also a device id' % name)
+        hv = dict(host['vars']) if host['vars'] else {}
+        if host['address'] and 'ansible_host' not in hv:
+            hv['ansible_host'] = host['address']
+        hv['edgefleet_cloud_name'] = name
+        hv['edgefleet_cloud_devices'] = cloud_devices[name]
+        hv['edgefleet_cloud_instances'] = inst.get(name, [])
+        hv['edgefleet_cloud_drain'] = bool(host['drain'])
+        policy = opts.get('policy') or {}
+        tunnel = host['tunnel_ports'] or policy.get('tunnel_ports')
+        replica = host['replica_ports'] or policy.get('replica_ports')
+        if tunnel:
+            hv['edgefleet_cloud_tunnel_ports'] = format_port_ranges(tunnel)
+        if replica:
+            hv['edgefleet_cloud_replica_ports'] = format_port_ranges(replica)
+        hosts[name] = hv
+        groups['cloud'].append(name)
+    return {'hosts': hosts, 'groups': groups, 'warnings': warnings}

@@ -1,0 +1,823 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The device registry (single source of truth) and its allocation state.
+
+Two backends share one interface:
+
+* :class:`FileRegistry` - a YAML file for GitOps (``devices:``, ``cloud_hosts:``); allocations
+  live in a JSON-formatted YAML file next to it (``<registry>.alloc.yml``). Writers take an
+  exclusive ``fcntl`` lock and replace files atomically (temp file, fsync, rename), so readers
+  never need a lock and never see half a file.
+* :class:`MySQLRegistry` - tables in a MySQL/MariaDB database (devices register themselves).
+  Allocation runs serialize on a row lock; a ``ports`` table with ``PRIMARY KEY (cloud_host,
+  port)`` and UNIQUE server_id/gtid_domain_id make duplicates impossible even for a writer
+  that skips the lock; conflicts roll back and retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+import time
+
+from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import (
+    FleetError, STATUSES, REPLICA_MODES, REACH_MODES, check_device_id, check_cloud_host_name, check_site,
+    check_labels, check_choice,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
+    parse_port_ranges, parse_port_list, format_port_ranges, _as_int, _as_bool,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as alloc_lib
+
+try:
+    import fcntl
+    HAS_FCNTL = True
+except ImportError:  # pragma: no cover - not on POSIX
+    HAS_FCNTL = False
+
+try:
+    import pymysql
+    HAS_PYMYSQL = True
+    PYMYSQL_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - depends on the host
+    pymysql = None
+    HAS_PYMYSQL = False
+    PYMYSQL_IMPORT_ERROR = _exc
+
+if HAS_YAML:
+    import yaml as _yaml
+    try:
+        from yaml import CSafeDumper as _Dumper
+    except ImportError:  # pragma: no cover
+        from yaml import SafeDumper as _Dumper
+else:  # pragma: no cover
+    _yaml = None
+    _Dumper = None
+
+DEVICE_FIELDS = ('id', 'site', 'status', 'address', 'labels', 'vars', 'replica_mode', 'reach', 'ssh_public_key')
+DEVICE_FIELD_SET = frozenset(DEVICE_FIELDS)
+CLOUD_FIELDS = ('name', 'address', 'capacity', 'tunnel_ports', 'replica_ports', 'reserved_ports', 'drain', 'vars')
+CLOUD_FIELD_SET = frozenset(CLOUD_FIELDS)
+TOP_LEVEL_KEYS = frozenset(('devices', 'cloud_hosts', 'version'))
+VAR_NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.:%\[\]-]{1,255}$')
+PUBLIC_KEY_RE = re.compile(r'^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|'
+                           r'sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/=]+( [^\r\n]*)?$')
+FORMAT_NAME = 'edgefleet.mysql_backup.allocations'
+
+
+# --------------------------------------------------------------------------- normalization
+
+def _check_vars(value, where):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FleetError('%s: field "vars" must be a mapping, got %s' % (where, type(value).__name__))
+    for key in value:
+        if not isinstance(key, str) or not VAR_NAME_RE.match(key):
+            raise FleetError('%s: field "vars" key %r is not a valid variable name' % (where, key))
+    return dict(value)
+
+
+def check_address(value, where):
+    if value is None or value == '':
+        return None
+    if not isinstance(value, str) or not ADDRESS_RE.match(value):
+        raise FleetError('%s: field "address" value %r is not a host name or IP address' % (where, value))
+    return value
+
+
+def check_public_key(value, where):
+    if value is None or value == '':
+        return None
+    if not isinstance(value, str):
+        raise FleetError('%s: field "ssh_public_key" must be a string' % where)
+    value = value.strip()
+    if '\n' in value or not PUBLIC_KEY_RE.match(value):
+        raise FleetError('%s: field "ssh_public_key" is not a single OpenSSH public key line '
+                         '("ssh-ed25519 AAAA... comment")' % where)
+    return value
+
+
+def normalize_device(raw, index=None):
+    """Validate one registry entry; returns a dict with every DEVICE_FIELDS key."""
+    where = 'device #%d' % index if index is not None else 'device'
+    if not isinstance(raw, dict):
+        raise FleetError('%s: must be a mapping with at least "id", got %r' % (where, raw))
+    if 'id' not in raw:
+        raise FleetError('%s: field "id" is missing' % where)
+    dev_id = check_device_id(raw['id'], where)
+    where = 'device %s' % dev_id
+    extra = set(raw) - DEVICE_FIELD_SET
+    if extra:
+        raise FleetError('%s: unknown field(s) %s (allowed: %s)' % (where, ', '.join(sorted(extra)), ', '.join(DEVICE_FIELDS)))
+    return {
+        'id': dev_id,
+        'site': check_site(raw.get('site'), where),
+        'status': check_choice(raw.get('status'), STATUSES, 'status', where, 'active'),
+        'address': check_address(raw.get('address'), where),
+        'labels': check_labels(raw.get('labels'), where),
+        'vars': _check_vars(raw.get('vars'), where),
+        'replica_mode': check_choice(raw.get('replica_mode'), REPLICA_MODES, 'replica_mode', where),
+        'reach': check_choice(raw.get('reach'), REACH_MODES, 'reach', where),
+        'ssh_public_key': check_public_key(raw.get('ssh_public_key'), where),
+    }
+
+
+def normalize_cloud_host(raw, index=None):
+    where = 'cloud host #%d' % index if index is not None else 'cloud host'
+    if not isinstance(raw, dict):
+        raise FleetError('%s: must be a mapping with at least "name", got %r' % (where, raw))
+    if 'name' not in raw:
+        raise FleetError('%s: field "name" is missing' % where)
+    name = check_cloud_host_name(raw['name'], where)
+    where = 'cloud host %s' % name
+    extra = set(raw) - CLOUD_FIELD_SET
+    if extra:
+        raise FleetError('%s: unknown field(s) %s (allowed: %s)' % (where, ', '.join(sorted(extra)), ', '.join(CLOUD_FIELDS)))
+    return {
+        'name': name,
+        'address': check_address(raw.get('address'), where),
+        'capacity': _as_int(raw.get('capacity'), 'capacity', where, 0, allow_none=True),
+        'tunnel_ports': parse_port_ranges(raw.get('tunnel_ports'), where + ' field "tunnel_ports"') or None,
+        'replica_ports': parse_port_ranges(raw.get('replica_ports'), where + ' field "replica_ports"') or None,
+        'reserved_ports': sorted(parse_port_list(raw.get('reserved_ports'), where + ' field "reserved_ports"')),
+        'drain': _as_bool(raw.get('drain', False), 'drain', where),
+        'vars': _check_vars(raw.get('vars'), where),
+    }
+
+
+def normalize_registry(devices_raw, cloud_raw, source):
+    """Validate lists of devices and cloud hosts; duplicate ids/names are errors."""
+    if devices_raw is None:
+        devices_raw = []
+    if cloud_raw is None:
+        cloud_raw = []
+    if not isinstance(devices_raw, list):
+        raise FleetError('registry %s: "devices" must be a list' % source)
+    if not isinstance(cloud_raw, list):
+        raise FleetError('registry %s: "cloud_hosts" must be a list' % source)
+    devices = []
+    seen = {}
+    for index, raw in enumerate(devices_raw):
+        dev = normalize_device(raw, index)
+        if dev['id'] in seen:
+            raise FleetError('registry %s: device %s: field "id" is duplicated (entries #%d and #%d)'
+                             % (source, dev['id'], seen[dev['id']], index))
+        seen[dev['id']] = index
+        devices.append(dev)
+    hosts = []
+    seen_hosts = {}
+    for index, raw in enumerate(cloud_raw):
+        host = normalize_cloud_host(raw, index)
+        if host['name'] in seen_hosts:
+            raise FleetError('registry %s: cloud host %s: field "name" is duplicated (entries #%d and #%d)'
+                             % (source, host['name'], seen_hosts[host['name']], index))
+        if host['name'] in seen:
+            raise FleetError('registry %s: cloud host %s: field "name" is also a device id (inventory host names '
+                             'must be unique)' % (source, host['name']))
+        seen_hosts[host['name']] = index
+        hosts.append(host)
+    return devices, hosts
+
+
+def device_to_raw(dev):
+    """Compact registry form of a normalized device (empty fields left out, status always kept)."""
+    out = {'id': dev['id']}
+    for key in DEVICE_FIELDS[1:]:
+        value = dev.get(key)
+        if value in (None, {}, ''):
+            continue
+        out[key] = value
+    out.setdefault('status', 'active')
+    return out
+
+
+def cloud_host_to_raw(host):
+    out = {'name': host['name']}
+    for key in CLOUD_FIELDS[1:]:
+        value = host.get(key)
+        if value in (None, {}, [], '') or (key == 'drain' and not value):
+            continue
+        if key in ('tunnel_ports', 'replica_ports'):
+            value = format_port_ranges(value)
+        out[key] = value
+    return out
+
+
+def device_diff_view(dev):
+    if dev is None:
+        return {}
+    return device_to_raw(dev)
+
+
+# --------------------------------------------------------------------------- state (de)serialization
+
+def state_to_doc(state, stamp=None):
+    return {
+        'format': FORMAT_NAME,
+        'version': 1,
+        'updated_at': stamp,
+        'counters': state.get('counters', {}),
+        'allocations': state['allocations'],
+        'ids': state['ids'],
+        'instances': [state['instances'][k] for k in sorted(state['instances'])],
+        'quarantine': [dict(cloud_host=k[0], port=k[1], **state['quarantine'][k]) for k in sorted(state['quarantine'])],
+    }
+
+
+def state_from_doc(doc, source):
+    state = alloc_lib.empty_state()
+    if not doc:
+        return state
+    if not isinstance(doc, dict) or doc.get('format') != FORMAT_NAME:
+        raise FleetError('allocation file %s is not an edgefleet allocation file (format: %s)' % (source, FORMAT_NAME))
+    try:
+        state['counters'].update(doc.get('counters') or {})
+        state['allocations'] = dict(doc.get('allocations') or {})
+        state['ids'] = dict(doc.get('ids') or {})
+        for inst in doc.get('instances') or []:
+            state['instances'][(inst['cloud_host'], inst['name'])] = inst
+        for entry in doc.get('quarantine') or []:
+            entry = dict(entry)
+            key = (entry.pop('cloud_host'), int(entry.pop('port')))
+            state['quarantine'][key] = entry
+        for dev_id, rec in state['allocations'].items():
+            if rec.get('id') != dev_id:
+                raise FleetError('allocation file %s: entry %s carries id %r' % (source, dev_id, rec.get('id')))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise FleetError('allocation file %s is malformed: %s' % (source, exc))
+    return state
+
+
+def _json_line(value):
+    return json.dumps(value, sort_keys=False, separators=(', ', ': '))
+
+
+def dump_state_text(state, stamp=None):
+    """JSON (a subset of YAML), one record per line: fast to parse, reviewable in diffs."""
+    doc = state_to_doc(state, stamp)
+    lines = ['{"format": %s, "version": 1, "updated_at": %s,' % (json.dumps(FORMAT_NAME), json.dumps(stamp)),
+             '"counters": %s,' % _json_line(doc['counters'])]
+    for key in ('allocations', 'ids'):
+        items = doc[key]
+        if not items:
+            lines.append('"%s": {},' % key)
+            continue
+        lines.append('"%s": {' % key)
+        names = sorted(items)
+        last = len(names) - 1
+        for i, name in enumerate(names):
+            lines.append('%s: %s%s' % (json.dumps(name), _json_line(items[name]), ',' if i < last else ''))
+        lines.append('},')
+    for key in ('instances', 'quarantine'):
+        items = doc[key]
+        if not items:
+            lines.append('"%s": []%s' % (key, ',' if key == 'instances' else ''))
+            continue
+        lines.append('"%s": [' % key)
+        last = len(items) - 1
+        for i, item in enumerate(items):
+            lines.append('%s%s' % (_json_line(item), ',' if i < last else ''))
+        lines.append(']%s' % (',' if key == 'instances' else ''))
+    lines.append('}')
+    return '\n'.join(lines) + '\n'
+
+
+def _flow(value):
+    return _yaml.dump(value, Dumper=_Dumper, default_flow_style=True, sort_keys=False, width=1 << 30,
+                      allow_unicode=True).strip()
+
+
+def dump_registry_text(devices, cloud_hosts, extra=None):
+    """Registry YAML with one flow mapping per device / cloud host (GitOps-friendly diffs)."""
+    lines = ['# edgefleet.mysql_backup device registry (see docs/allocation.md).',
+             '# Rewritten by the edgefleet.mysql_backup.registry module: comments are not preserved.']
+    for key in sorted(extra or {}):
+        lines.append(_yaml.dump({key: extra[key]}, Dumper=_Dumper, default_flow_style=False, sort_keys=False).rstrip())
+    lines.append('devices:' if devices else 'devices: []')
+    for dev in devices:
+        lines.append('  - ' + _flow(device_to_raw(dev)))
+    lines.append('cloud_hosts:' if cloud_hosts else 'cloud_hosts: []')
+    for host in cloud_hosts:
+        lines.append('  - ' + _flow(cloud_host_to_raw(host)))
+    return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------- files
+
+def atomic_write(path, text, mode=None):
+    """Write ``text`` to ``path`` atomically (same-directory temp file, fsync, rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def file_lock(path, timeout=60.0):
+    """Exclusive fcntl lock on ``path`` (created if missing), waiting up to ``timeout`` seconds."""
+    if not HAS_FCNTL:  # pragma: no cover
+        raise FleetError('file locking needs fcntl (POSIX)')
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise FleetError('cannot open lock file %s: %s' % (path, exc))
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise FleetError('cannot lock %s: %s' % (path, exc))
+                if time.monotonic() >= deadline:
+                    raise FleetError('timed out after %.0fs waiting for the registry lock %s (another allocation '
+                                     'or registration is running)' % (timeout, path))
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _load_yaml_file(path, what):
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read()
+    except (IOError, OSError) as exc:
+        raise FleetError('%s %s cannot be read: %s' % (what, path, exc))
+    try:
+        return _yaml.load(data, Loader=_FastLoader)
+    except Exception as exc:
+        raise FleetError('%s %s is not valid YAML: %s' % (what, path, exc))
+
+
+if HAS_YAML:
+    try:
+        from yaml import CSafeLoader as _FastLoader
+    except ImportError:  # pragma: no cover
+        from yaml import SafeLoader as _FastLoader
+
+
+class FileRegistry(object):
+    """YAML registry file + JSON-formatted allocation file, fcntl lock, atomic writes."""
+
+    kind = 'file'
+
+    def __init__(self, spec, lock_timeout=60.0):
+        if not HAS_YAML:
+            raise FleetError('PyYAML is required for the file registry')
+        self.path = spec['path']
+        self.alloc_path = spec['alloc_path']
+        self.lock_path = spec['lock_path']
+        self.lock_timeout = lock_timeout
+        self._extra = {}
+
+    def describe(self):
+        return self.path
+
+    def close(self):
+        pass
+
+    # registry
+    def load_registry(self, missing_ok=False):
+        if not os.path.exists(self.path):
+            if missing_ok:
+                self._extra = {}
+                return [], []
+            raise FleetError('registry file %s does not exist' % self.path)
+        doc = _load_yaml_file(self.path, 'registry file')
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise FleetError('registry file %s must be a mapping with "devices:" (and "cloud_hosts:")' % self.path)
+        unknown = sorted(set(doc) - TOP_LEVEL_KEYS)
+        if unknown:
+            raise FleetError('registry file %s: unknown top-level key(s) %s (allowed: devices, cloud_hosts, version)'
+                             % (self.path, ', '.join(unknown)))
+        self._extra = dict((k, v) for k, v in doc.items() if k not in ('devices', 'cloud_hosts'))
+        return normalize_registry(doc.get('devices'), doc.get('cloud_hosts'), self.path)
+
+    def write_registry(self, devices, cloud_hosts):
+        atomic_write(self.path, dump_registry_text(devices, cloud_hosts, self._extra))
+
+    # allocation state
+    def load_state(self):
+        if not os.path.exists(self.alloc_path):
+            return alloc_lib.empty_state()
+        try:
+            with open(self.alloc_path, 'rb') as handle:
+                data = handle.read()
+        except (IOError, OSError) as exc:
+            raise FleetError('allocation file %s cannot be read: %s' % (self.alloc_path, exc))
+        if not data.strip():
+            return alloc_lib.empty_state()
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = _load_yaml_file(self.alloc_path, 'allocation file')  # hand-edited into plain YAML
+        return state_from_doc(doc, self.alloc_path)
+
+    def write_state(self, result, stamp):
+        atomic_write(self.alloc_path, dump_state_text(result.state, stamp))
+
+    @contextlib.contextmanager
+    def transaction(self, write=True):
+        """Exclusive lock for writers; readers rely on atomic renames and take none."""
+        if not write:
+            yield self
+            return
+        directory = os.path.dirname(self.path) or '.'
+        if not os.path.isdir(directory):
+            raise FleetError('registry directory %s does not exist' % directory)
+        with file_lock(self.lock_path, self.lock_timeout):
+            yield self
+
+
+# --------------------------------------------------------------------------- MySQL / MariaDB
+
+SCHEMA_VERSION = 1
+
+
+def _ddl(p):
+    return [
+        """CREATE TABLE IF NOT EXISTS `{p}devices` (
+  id VARCHAR(32) NOT NULL PRIMARY KEY,
+  site VARCHAR(63) NULL,
+  status ENUM('active','disabled','retired') NOT NULL DEFAULT 'active',
+  address VARCHAR(255) NULL,
+  labels TEXT NULL,
+  vars MEDIUMTEXT NULL,
+  replica_mode VARCHAR(16) NULL,
+  reach VARCHAR(16) NULL,
+  ssh_public_key TEXT NULL,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS `{p}cloud_hosts` (
+  name VARCHAR(32) NOT NULL PRIMARY KEY,
+  address VARCHAR(255) NULL,
+  capacity INT UNSIGNED NULL,
+  tunnel_ports VARCHAR(255) NULL,
+  replica_ports VARCHAR(255) NULL,
+  reserved_ports VARCHAR(1024) NULL,
+  drain TINYINT(1) NOT NULL DEFAULT 0,
+  vars TEXT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS `{p}device_ids` (
+  device_id VARCHAR(32) NOT NULL PRIMARY KEY,
+  server_id INT UNSIGNED NOT NULL,
+  gtid_domain_id INT UNSIGNED NOT NULL,
+  UNIQUE KEY uq_server_id (server_id),
+  UNIQUE KEY uq_gtid_domain_id (gtid_domain_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS `{p}allocations` (
+  device_id VARCHAR(32) NOT NULL PRIMARY KEY,
+  cloud_host VARCHAR(32) NOT NULL,
+  tunnel_mysql_port SMALLINT UNSIGNED NOT NULL,
+  tunnel_ssh_port SMALLINT UNSIGNED NOT NULL,
+  server_id INT UNSIGNED NOT NULL,
+  gtid_domain_id INT UNSIGNED NOT NULL,
+  replica_mode VARCHAR(16) NOT NULL,
+  replica_instance VARCHAR(64) NOT NULL,
+  replica_port SMALLINT UNSIGNED NOT NULL,
+  replica_datadir VARCHAR(255) NOT NULL,
+  replica_server_id INT UNSIGNED NOT NULL,
+  channel_name VARCHAR(64) NOT NULL,
+  schema_prefix VARCHAR(64) NOT NULL,
+  allocated_at VARCHAR(20) NOT NULL,
+  UNIQUE KEY uq_tunnel_mysql (cloud_host, tunnel_mysql_port),
+  UNIQUE KEY uq_tunnel_ssh (cloud_host, tunnel_ssh_port),
+  UNIQUE KEY uq_alloc_server_id (server_id),
+  UNIQUE KEY uq_alloc_domain_id (gtid_domain_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS `{p}ports` (
+  cloud_host VARCHAR(32) NOT NULL,
+  port SMALLINT UNSIGNED NOT NULL,
+  kind ENUM('tunnel_mysql','tunnel_ssh','replica','instance','quarantine') NOT NULL,
+  owner VARCHAR(64) NOT NULL,
+  released_at VARCHAR(20) NULL,
+  PRIMARY KEY (cloud_host, port),
+  KEY k_owner (owner)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS `{p}instances` (
+  cloud_host VARCHAR(32) NOT NULL,
+  name VARCHAR(64) NOT NULL,
+  mode VARCHAR(16) NOT NULL,
+  port SMALLINT UNSIGNED NOT NULL,
+  datadir VARCHAR(255) NOT NULL,
+  server_id INT UNSIGNED NOT NULL,
+  created_at VARCHAR(20) NOT NULL,
+  PRIMARY KEY (cloud_host, name),
+  UNIQUE KEY uq_instance_port (cloud_host, port),
+  UNIQUE KEY uq_instance_server_id (server_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS `{p}meta` (
+  name VARCHAR(64) NOT NULL PRIMARY KEY,
+  value BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ]
+
+
+RETRYABLE_MYSQL_ERRORS = (1062, 1213, 1205)  # duplicate key, deadlock, lock wait timeout
+
+
+class MySQLRegistry(object):
+    """Registry and allocation state in MySQL/MariaDB tables (see :func:`_ddl`)."""
+
+    kind = 'mysql'
+
+    def __init__(self, spec, lock_timeout=60.0):
+        if not HAS_PYMYSQL:
+            raise FleetError('the mysql registry needs the PyMySQL Python library')
+        self.spec = spec
+        self.p = spec['table_prefix']
+        self.lock_timeout = int(spec.get('lock_timeout') or lock_timeout)
+        self.conn = None
+        self.use_lock = True
+
+    def describe(self):
+        return 'mysql://%s:%s/%s' % (self.spec.get('host'), self.spec.get('port'), self.spec.get('database'))
+
+    def connect(self):
+        if self.conn is not None:
+            return self.conn
+        spec = self.spec
+        kwargs = dict(host=spec.get('host'), port=spec.get('port'), user=spec.get('user'),
+                      password=spec.get('password') or '', database=spec['database'], autocommit=False,
+                      charset='utf8mb4', connect_timeout=spec.get('connect_timeout', 10))
+        if spec.get('unix_socket'):
+            kwargs['unix_socket'] = spec['unix_socket']
+        if spec.get('defaults_file'):
+            kwargs['read_default_file'] = spec['defaults_file']
+        ssl = dict((k[4:], spec[k]) for k in ('ssl_ca', 'ssl_cert', 'ssl_key') if spec.get(k))
+        if ssl:
+            kwargs['ssl'] = ssl
+        try:
+            self.conn = pymysql.connect(**kwargs)
+        except pymysql.MySQLError as exc:
+            raise FleetError('registry %s is unreachable: %s' % (self.describe(), exc))
+        with self.conn.cursor() as cur:
+            cur.execute('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED')
+            cur.execute('SET SESSION innodb_lock_wait_timeout = %s', (self.lock_timeout,))
+        return self.conn
+
+    def close(self):
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def ensure_schema(self):
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                for stmt in _ddl(self.p):
+                    cur.execute(stmt.format(p=self.p))
+                cur.execute('INSERT IGNORE INTO `{p}meta` (name, value) VALUES (%s, %s), (%s, 0), (%s, 0), (%s, 0), '
+                            '(%s, 0)'.format(p=self.p),
+                            ('schema_version', SCHEMA_VERSION, 'lock', 'server_id', 'gtid_domain_id', 'replica_server_id'))
+            conn.commit()
+        except pymysql.MySQLError as exc:
+            conn.rollback()
+            raise FleetError('registry %s: cannot create tables: %s' % (self.describe(), exc))
+
+    def _query(self, sql, args=None):
+        with self.conn.cursor() as cur:
+            cur.execute(sql.format(p=self.p), args)
+            return cur.fetchall()
+
+    def _many(self, sql, rows):
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(sql.format(p=self.p), rows)
+
+    @contextlib.contextmanager
+    def transaction(self, write=True):
+        conn = self.connect()
+        if write:
+            self.ensure_schema()
+        try:
+            conn.begin()
+            if write and self.use_lock:
+                self._query('SELECT value FROM `{p}meta` WHERE name = %s FOR UPDATE', ('lock',))
+            yield self
+            if write:
+                conn.commit()
+            else:
+                conn.rollback()
+        except pymysql.MySQLError as exc:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            if exc.args and exc.args[0] in RETRYABLE_MYSQL_ERRORS:
+                raise RetryableConflict(str(exc))
+            if exc.args and exc.args[0] == 1146:
+                raise FleetError('registry %s has no edgefleet tables yet (run the registry or allocation module '
+                                 'once to create them): %s' % (self.describe(), exc))
+            raise FleetError('registry %s: %s' % (self.describe(), exc))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
+
+    # registry
+    def load_registry(self, missing_ok=False):
+        rows = self._query('SELECT id, site, status, address, labels, vars, replica_mode, reach, ssh_public_key '
+                           'FROM `{p}devices` ORDER BY id')
+        devices = []
+        for row in rows:
+            raw = {'id': row[0], 'status': row[2]}
+            if row[1] is not None:
+                raw['site'] = row[1]
+            if row[3] is not None:
+                raw['address'] = row[3]
+            if row[4]:
+                raw['labels'] = _json_field(row[4], row[0], 'labels')
+            if row[5]:
+                raw['vars'] = _json_field(row[5], row[0], 'vars')
+            if row[6]:
+                raw['replica_mode'] = row[6]
+            if row[7]:
+                raw['reach'] = row[7]
+            if row[8]:
+                raw['ssh_public_key'] = row[8]
+            devices.append(raw)
+        hosts = []
+        for row in self._query('SELECT name, address, capacity, tunnel_ports, replica_ports, reserved_ports, drain, '
+                               'vars FROM `{p}cloud_hosts` ORDER BY name'):
+            raw = {'name': row[0], 'address': row[1], 'capacity': row[2], 'drain': bool(row[6])}
+            for i, key in ((3, 'tunnel_ports'), (4, 'replica_ports'), (5, 'reserved_ports')):
+                if row[i]:
+                    raw[key] = [part.strip() for part in row[i].split(',') if part.strip()]
+            if row[7]:
+                raw['vars'] = _json_field(row[7], row[0], 'vars')
+            hosts.append(raw)
+        return normalize_registry(devices, hosts, self.describe())
+
+    def get_device(self, dev_id, for_update=False):
+        rows = self._query('SELECT id FROM `{p}devices` WHERE id = %s' + (' FOR UPDATE' if for_update else ''),
+                           (dev_id,))
+        if not rows:
+            return None
+        devices, _hosts = self._load_one(dev_id)
+        return devices
+
+    def _load_one(self, dev_id):
+        row = self._query('SELECT id, site, status, address, labels, vars, replica_mode, reach, ssh_public_key '
+                          'FROM `{p}devices` WHERE id = %s', (dev_id,))[0]
+        raw = {'id': row[0], 'status': row[2], 'site': row[1], 'address': row[3],
+               'labels': _json_field(row[4], row[0], 'labels') if row[4] else None,
+               'vars': _json_field(row[5], row[0], 'vars') if row[5] else None,
+               'replica_mode': row[6] or None, 'reach': row[7] or None, 'ssh_public_key': row[8] or None}
+        return normalize_device(raw), None
+
+    def upsert_device(self, dev):
+        self._query('INSERT INTO `{p}devices` (id, site, status, address, labels, vars, replica_mode, reach, '
+                    'ssh_public_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE '
+                    'site = VALUES(site), status = VALUES(status), address = VALUES(address), labels = VALUES(labels), '
+                    'vars = VALUES(vars), replica_mode = VALUES(replica_mode), reach = VALUES(reach), '
+                    'ssh_public_key = VALUES(ssh_public_key)',
+                    (dev['id'], dev['site'], dev['status'], dev['address'],
+                     json.dumps(dev['labels'], sort_keys=True) if dev['labels'] else None,
+                     json.dumps(dev['vars'], sort_keys=True) if dev['vars'] else None,
+                     dev['replica_mode'], dev['reach'], dev['ssh_public_key']))
+
+    def upsert_cloud_host(self, host):
+        def ranges(value):
+            return ','.join(format_port_ranges(value)) if value else None
+        self._query('INSERT INTO `{p}cloud_hosts` (name, address, capacity, tunnel_ports, replica_ports, '
+                    'reserved_ports, drain, vars) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE '
+                    'address = VALUES(address), capacity = VALUES(capacity), tunnel_ports = VALUES(tunnel_ports), '
+                    'replica_ports = VALUES(replica_ports), reserved_ports = VALUES(reserved_ports), '
+                    'drain = VALUES(drain), vars = VALUES(vars)',
+                    (host['name'], host['address'], host['capacity'], ranges(host['tunnel_ports']),
+                     ranges(host['replica_ports']),
+                     ','.join(str(p) for p in host['reserved_ports']) or None, 1 if host['drain'] else 0,
+                     json.dumps(host['vars'], sort_keys=True) if host['vars'] else None))
+
+    def delete_cloud_host(self, name):
+        self._query('DELETE FROM `{p}cloud_hosts` WHERE name = %s', (name,))
+
+    # allocation state
+    def load_state(self):
+        state = alloc_lib.empty_state()
+        cols = alloc_lib.RECORD_KEYS
+        rows = self._query('SELECT device_id, cloud_host, tunnel_mysql_port, tunnel_ssh_port, server_id, gtid_domain_id, '
+                           'replica_mode, replica_instance, replica_port, replica_datadir, replica_server_id, '
+                           'channel_name, schema_prefix, allocated_at FROM `{p}allocations`')
+        allocations = state['allocations']
+        for row in rows:
+            allocations[row[0]] = dict(zip(cols, row))
+        ids = state['ids']
+        for row in self._query('SELECT device_id, server_id, gtid_domain_id FROM `{p}device_ids`'):
+            ids[row[0]] = {'server_id': row[1], 'gtid_domain_id': row[2]}
+        for row in self._query('SELECT cloud_host, name, mode, port, datadir, server_id, created_at FROM `{p}instances`'):
+            state['instances'][(row[0], row[1])] = dict(zip(alloc_lib.INSTANCE_KEYS, row))
+        for row in self._query("SELECT cloud_host, port, owner, released_at FROM `{p}ports` WHERE kind = 'quarantine'"):
+            state['quarantine'][(row[0], row[1])] = {'released_at': row[3], 'owner': row[2]}
+        for row in self._query("SELECT name, value FROM `{p}meta` WHERE name IN "
+                               "('server_id', 'gtid_domain_id', 'replica_server_id')"):
+            state['counters'][row[0]] = int(row[1])
+        return state
+
+    def write_state(self, result, stamp):
+        """Persist the delta of one allocation run (inside the open transaction)."""
+        if result.quarantine_del:
+            self._many("DELETE FROM `{p}ports` WHERE cloud_host = %s AND port = %s AND kind = 'quarantine'",
+                       list(result.quarantine_del))
+        for key in result.inst_del:
+            self._query('DELETE FROM `{p}instances` WHERE cloud_host = %s AND name = %s', key)
+            self._query("DELETE FROM `{p}ports` WHERE cloud_host = %s AND owner = %s AND kind = 'instance'",
+                        (key[0], 'instance:' + key[1]))
+        if result.alloc_del:
+            self._many('DELETE FROM `{p}allocations` WHERE device_id = %s', [(d,) for d in result.alloc_del])
+            self._many("DELETE FROM `{p}ports` WHERE owner = %s AND kind IN ('tunnel_mysql', 'tunnel_ssh', 'replica')",
+                       [(d,) for d in result.alloc_del])
+        if result.quarantine_add:
+            self._many("INSERT INTO `{p}ports` (cloud_host, port, kind, owner, released_at) "
+                       "VALUES (%s, %s, 'quarantine', %s, %s)",
+                       [(h, port, e['owner'], e['released_at']) for h, port, e in result.quarantine_add])
+        if result.ids_add:
+            self._many('INSERT INTO `{p}device_ids` (device_id, server_id, gtid_domain_id) VALUES (%s, %s, %s)',
+                       [(d, v['server_id'], v['gtid_domain_id']) for d, v in result.ids_add.items()])
+        if result.inst_add:
+            self._many('INSERT INTO `{p}instances` (cloud_host, name, mode, port, datadir, server_id, created_at) '
+                       'VALUES (%s, %s, %s, %s, %s, %s, %s)',
+                       [tuple(i[k] for k in alloc_lib.INSTANCE_KEYS) for i in result.inst_add])
+            self._many("INSERT INTO `{p}ports` (cloud_host, port, kind, owner) VALUES (%s, %s, 'instance', %s)",
+                       [(i['cloud_host'], i['port'], 'instance:' + i['name']) for i in result.inst_add])
+        if result.alloc_add:
+            recs = list(result.alloc_add.values())
+            self._many('INSERT INTO `{p}allocations` (device_id, cloud_host, tunnel_mysql_port, tunnel_ssh_port, '
+                       'server_id, gtid_domain_id, replica_mode, replica_instance, replica_port, replica_datadir, '
+                       'replica_server_id, channel_name, schema_prefix, allocated_at) '
+                       'VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)',
+                       [tuple(r[k] for k in alloc_lib.RECORD_KEYS) for r in recs])
+            ports = []
+            for r in recs:
+                ports.append((r['cloud_host'], r['tunnel_mysql_port'], 'tunnel_mysql', r['id']))
+                ports.append((r['cloud_host'], r['tunnel_ssh_port'], 'tunnel_ssh', r['id']))
+                if r['replica_mode'] == 'instance':
+                    ports.append((r['cloud_host'], r['replica_port'], 'replica', r['id']))
+            self._many('INSERT INTO `{p}ports` (cloud_host, port, kind, owner) VALUES (%s, %s, %s, %s)', ports)
+        changed_counters = [(v, k) for k, v in result.counters.items() if result.counters_before.get(k) != v]
+        self._many('UPDATE `{p}meta` SET value = %s WHERE name = %s', changed_counters)
+
+
+class RetryableConflict(Exception):
+    """A concurrent writer won (duplicate key, deadlock): roll back and run again."""
+
+
+def _json_field(text, owner, field):
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise FleetError('device %s: field "%s" in the registry table is not valid JSON' % (owner, field))
+
+
+def open_registry(spec, lock_timeout=60.0):
+    if spec['type'] == 'file':
+        return FileRegistry(spec, lock_timeout)
+    return MySQLRegistry(spec, lock_timeout)
+
+
+def with_retries(func, attempts=5):
+    """Run ``func()`` again when a concurrent writer made it conflict (DB backend)."""
+    for attempt in range(attempts):
+        try:
+            return func()
+        except RetryableConflict as exc:
+            if attempt == attempts - 1:
+                raise FleetError('gave up after %d conflicting concurrent writes: %s' % (attempts, exc))
+            time.sleep(0.05 * (attempt + 1))
+    return None  # pragma: no cover

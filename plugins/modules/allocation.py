@@ -1,0 +1,314 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: allocation
+short_description: Sticky allocation of cloud host, tunnel ports, ids and replica slot per device
+version_added: 0.1.0
+description:
+  - For every active device of the registry that has no allocation yet, picks a cloud host by
+    capacity and records on it a tunnel MySQL port and an SSH back-channel port, a fleet-wide
+    unique C(server_id) and C(gtid_domain_id), a replica placement and a replica schema prefix.
+  - "Replica placement, mode V(instance): one replica mysqld per device - its instance name
+    (= device id), port and datadir. Mode V(channel): a shared replica instance on the cloud
+    host carrying at most O(allocation.channels_per_instance) replication channels; the channel
+    name is the device id and the device's schemas are renamed to C(<device id>_<db>)."
+  - Allocation is sticky. Adding, disabling or retiring a device never moves another device.
+    Existing allocations are never changed, even when the policy changes later.
+  - Devices that are disabled or retired (or gone from the registry) are released; their ports
+    rest in quarantine for O(allocation.quarantine_days) before they can be handed out again.
+    A device keeps its C(server_id) and C(gtid_domain_id) for ever; they are never reused.
+  - Runs are safe to start concurrently (AWX sliced jobs). The file backend serializes on an
+    exclusive C(fcntl) lock and writes atomically; the MySQL backend serializes on a row lock
+    and enforces uniqueness with UNIQUE keys, retrying on conflicts.
+  - Bad input fails with a message naming the device or cloud host and the field, and nothing
+    is written - duplicate or unsafe ids, overlapping or exhausted port ranges, reserved ports
+    inside a range, an unreadable registry, a cloud host removed while devices still live on it.
+author:
+  - edgefleet maintainers
+extends_documentation_fragment:
+  - edgefleet.mysql_backup.fleet_config
+options:
+  allocation:
+    description:
+      - Allocation policy, merged key by key over the C(allocation) mapping of O(config).
+    type: dict
+    suboptions:
+      replica_mode:
+        description:
+          - Default replica mode for devices whose registry entry sets no C(replica_mode).
+          - Default C(instance).
+        type: str
+        choices: [instance, channel]
+      channels_per_instance:
+        description:
+          - Most channels on one shared replica instance in mode V(channel) (MySQL allows 256).
+          - Default C(64).
+        type: int
+      tunnel_ports:
+        description:
+          - Default tunnel port ranges on every cloud host (C("20000-29999"), a port, or a list of
+            both). Each device takes two ports. A cloud host's own C(tunnel_ports) replace this.
+          - Keep ranges out of the kernel's ephemeral range (C(ip_local_port_range), usually 32768-60999).
+          - Default C(20000-29999).
+        type: raw
+      replica_ports:
+        description:
+          - Default port ranges for replica instances (one per device in mode V(instance), one per
+            shared instance in mode V(channel)). Must not overlap O(allocation.tunnel_ports).
+          - Default C(30000-32767).
+        type: raw
+      reserved_ports:
+        description:
+          - Ports never handed out on any cloud host (a cloud host may add its own). A configured
+            range that contains one of them is an error.
+          - Default C([22, 80, 443, 3306, 3307, 33060, 33061, 33062]).
+        type: list
+        elements: raw
+      capacity:
+        description:
+          - Default number of devices per cloud host; a cloud host's C(capacity) replaces it. Unset
+            means as many as the tunnel port ranges allow. New devices go to the host with the
+            lowest fill ratio.
+        type: int
+      quarantine_days:
+        description:
+          - Days a freed port rests before it can be handed out again.
+          - Default C(7).
+        type: float
+      server_id_base:
+        description:
+          - First device C(server_id). Device ids stay below O(allocation.replica_server_id_base).
+          - Default C(1000).
+        type: int
+      gtid_domain_id_base:
+        description:
+          - First device C(gtid_domain_id).
+          - Default C(1000).
+        type: int
+      replica_server_id_base:
+        description:
+          - First C(server_id) for replica instances on cloud hosts.
+          - Default C(2000000000).
+        type: int
+      replica_datadir_base:
+        description:
+          - Directory under which replica datadirs (C(<base>/<instance>)) live.
+          - Default C(/var/lib/edgefleet/replicas).
+        type: str
+      channel_instance_prefix:
+        description:
+          - Name prefix of shared channel-mode instances (C(multi-01), C(multi-02), ...). Must
+            contain C(-) so an instance name can never equal a device id.
+          - Default C(multi-).
+        type: str
+      free_disabled:
+        description:
+          - Release the allocation of disabled devices (retired ones are always released).
+          - Default C(true).
+        type: bool
+      lock_timeout:
+        description:
+          - Seconds to wait for a concurrent run to finish.
+          - Default C(60).
+        type: float
+  devices:
+    description:
+      - Only allocate or release these device ids; others are left as they are. Lets AWX job
+        slices each handle their own hosts (C("{{ ansible_play_hosts }}")).
+    type: list
+    elements: str
+  listening_ports:
+    description:
+      - Ports seen listening on cloud hosts (for example from M(community.general.listen_ports_facts)),
+        as C({cloud host: [ports]}). They are never handed out.
+    type: dict
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Allocate every new device of the lab fleet
+  edgefleet.mysql_backup.allocation:
+    config: "{{ inventory_dir }}/lab.fleet.yml"
+  delegate_to: localhost
+  run_once: true
+  register: alloc
+
+- name: Show what would change, write nothing
+  edgefleet.mysql_backup.allocation:
+    config: inventories/prod/prod.fleet.yml
+  check_mode: true
+  diff: true
+
+- name: One AWX job slice allocates only its own devices
+  edgefleet.mysql_backup.allocation:
+    config: "{{ edgefleet_fleet_config }}"
+    devices: "{{ ansible_play_hosts | select('in', groups['devices']) | list }}"
+  delegate_to: localhost
+  run_once: true
+
+- name: Explicit registry and policy, channel mode with 100 channels per replica
+  edgefleet.mysql_backup.allocation:
+    registry:
+      type: mysql
+      host: registry.db.internal
+      user: edgefleet
+      password: "{{ vault_registry_password }}"
+      database: edgefleet
+    allocation:
+      replica_mode: channel
+      channels_per_instance: 100
+      tunnel_ports: [20000-24999, 26000-26999]
+      quarantine_days: 14
+  no_log: true
+"""
+
+RETURN = r"""
+allocations:
+  description: Every allocation after the run (in check mode, what it would be), by device id.
+  returned: success
+  type: dict
+  sample:
+    device01:
+      id: device01
+      cloud_host: cloud01
+      tunnel_mysql_port: 20000
+      tunnel_ssh_port: 20001
+      server_id: 1000
+      gtid_domain_id: 1000
+      replica_mode: instance
+      replica_instance: device01
+      replica_port: 30000
+      replica_datadir: /var/lib/edgefleet/replicas/device01
+      replica_server_id: 2000000000
+      channel_name: device01
+      schema_prefix: ""
+      allocated_at: "2026-11-23T19:20:00Z"
+changes:
+  description: What this run did (or would do), one entry per action.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - {action: allocate, device: device02, cloud_host: cloud01, tunnel_mysql_port: 20002,
+       tunnel_ssh_port: 20003, replica_mode: instance, replica_instance: device02}
+    - {action: release, device: device07, cloud_host: cloud01, ports: [20012, 20013, 30006], status: retired}
+    - {action: create_instance, cloud_host: cloud02, instance: multi-01, port: 30000}
+    - {action: unquarantine, cloud_host: cloud01, port: 20010}
+allocated:
+  description: Ids of devices allocated by this run.
+  returned: success
+  type: list
+  elements: str
+released:
+  description: Ids of devices whose allocation this run released into quarantine.
+  returned: success
+  type: list
+  elements: str
+registry:
+  description: Where the registry is (file path or mysql URL without password).
+  returned: always
+  type: str
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
+    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, open_registry,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
+    run_allocation, allocation_diff,
+)
+
+
+def _listening(value):
+    out = {}
+    for host, ports in (value or {}).items():
+        if not isinstance(ports, (list, tuple, set)):
+            raise FleetError('listening_ports: value for cloud host %s must be a list of ports' % host)
+        clean = set()
+        for port in ports:
+            if isinstance(port, dict):  # listen_ports_facts entries
+                port = port.get('port')
+            try:
+                clean.add(int(port))
+            except (TypeError, ValueError):
+                raise FleetError('listening_ports: cloud host %s: %r is not a port' % (host, port))
+        out[host] = clean
+    return out
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            config=dict(type='path'),
+            registry=dict(type='dict', no_log=False),
+            allocation=dict(type='dict', options=dict(
+                replica_mode=dict(type='str', choices=['instance', 'channel']),
+                channels_per_instance=dict(type='int'),
+                tunnel_ports=dict(type='raw'),
+                replica_ports=dict(type='raw'),
+                reserved_ports=dict(type='list', elements='raw'),
+                capacity=dict(type='int'),
+                quarantine_days=dict(type='float'),
+                server_id_base=dict(type='int'),
+                gtid_domain_id_base=dict(type='int'),
+                replica_server_id_base=dict(type='int'),
+                replica_datadir_base=dict(type='str'),
+                channel_instance_prefix=dict(type='str'),
+                free_disabled=dict(type='bool'),
+                lock_timeout=dict(type='float'),
+            )),
+            devices=dict(type='list', elements='str'),
+            listening_ports=dict(type='dict'),
+        ),
+        required_one_of=[('config', 'registry')],
+        supports_check_mode=True,
+    )
+    registry = None
+    try:
+        spec, policy, _raw = resolve(module.params['config'], module.params['registry'], module.params['allocation'])
+        if spec['type'] == 'mysql' and not HAS_PYMYSQL:
+            module.fail_json(msg=missing_required_lib('PyMySQL'), exception=str(PYMYSQL_IMPORT_ERROR))
+        if spec.get('password'):
+            module.no_log_values.add(spec['password'])
+        registry = open_registry(spec, policy['lock_timeout'])
+        result, allocations = run_allocation(registry, policy, check_mode=module.check_mode,
+                                             only=module.params['devices'],
+                                             listening=_listening(module.params['listening_ports']))
+    except FleetError as exc:
+        module.fail_json(msg=str(exc))
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg='allocation failed: %s' % exc, exception=traceback.format_exc())
+    finally:
+        if registry is not None:
+            registry.close()
+    for warning in result.warnings:
+        module.warn(warning)
+    output = dict(
+        changed=result.changed,
+        allocations=allocations,
+        changes=result.changes,
+        allocated=sorted(result.alloc_add),
+        released=sorted(result.alloc_del),
+        registry=registry.describe(),
+    )
+    if module._diff:
+        output['diff'] = allocation_diff(result)
+    module.exit_json(**output)
+
+
+if __name__ == '__main__':
+    main()
