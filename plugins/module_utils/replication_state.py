@@ -501,8 +501,10 @@ def plan_channels(dialect, desired, live_statuses, prune_unlisted=False,
             started = start(key, name, BOTH_THREADS)
             if key in created or (started and not was_running):
                 res['actions'].append('started')
-        elif key in live and stop(key, name, BOTH_THREADS):
-            res['actions'].append('stopped')
+        elif key in live:
+            stop(key, name, BOTH_THREADS)
+            if before['io_thread'] or before['sql_thread']:
+                res['actions'].append('stopped')
 
     for res in plan.channels.values():
         for action in ('removed', 'created', 'changed', 'started', 'stopped'):
@@ -566,16 +568,22 @@ def _rewrite_diagnosis(status):
     named = '%s.%s' % (schema, table) if table else schema
     default_note = ('no default database' if not default_db
                     else 'default database %r' % default_db)
+    name = status.get('name', '')
+    if query:
+        fixed = re.sub(r'(`?)\b%s\b(`?)\s*\.' % re.escape(schema),
+                       lambda m: '%s%s%s.' % (m.group(1), rule['to'], m.group(2)), query)
+        redo = 'run %s on the replica' % fixed
+    else:
+        redo = 'apply the statement on the replica against %s' % rule['to']
     return (
         'qualified DDL not rewritten by replicate_rewrite_db: the statement names %s with %s, '
-        'so the rule %s->%s does not apply and the SQL thread stopped with error %d. '
-        'Fix: run that statement on the replica against %s (the rewritten schema), skip the '
-        'failed transaction (MariaDB: SET GLOBAL gtid_slave_pos to the failed GTID of this '
-        "domain, or SET @@default_master_connection='%s'; SET GLOBAL sql_slave_skip_counter=1), "
-        'then START SLAVE \'%s\'. Prevent it on the device by running DDL after USE %s with '
-        'unqualified table names, or use instance mode for this device (no rewrite).'
+        'so the rule %s->%s did not apply and the SQL thread stopped with error %d. '
+        "Fix: %s, then skip the failed transaction: SET @@default_master_connection='%s'; "
+        "SET GLOBAL sql_slave_skip_counter=1; START SLAVE '%s'. "
+        'Prevent: run DDL on the device after USE %s with unqualified table names, or give this '
+        'device its own replica instance (instance mode has no rewrite).'
         % (named, default_note, rule['from'], rule['to'], status.get('last_sql_errno') or 0,
-           rule['to'], status.get('name', ''), status.get('name', ''), rule['from']))
+           redo, name, name, rule['from']))
 
 
 def diagnose(status, lag_threshold):

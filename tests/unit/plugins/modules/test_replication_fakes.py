@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fakes shared by the replication module tests: a server session and a module runner."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
+    plain_params,
+)
+from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.module_utils.test_replication_state import (  # noqa: E501 pylint: disable=line-too-long
+    mariadb_row as _mariadb_row, mysql_row as _mysql_row,
+)
+
+
+def mariadb_row(name, port, **extra):
+    return _mariadb_row(name, port, **extra)
+
+
+def mysql_row(name, port, **extra):
+    return _mysql_row(name, port, **extra)
+
+
+class FakeSession(object):
+    """Stands in for mysql_connection.ServerSession."""
+
+    def __init__(self, dialect, rows=None, facts=None, fail_on=None, gtid_slave_pos=''):
+        self.dialect = dialect
+        self.rows = rows or []
+        self.facts = facts or {'read_only': 0, 'server_id': 1}
+        self.fail_on = fail_on
+        self.gtid_slave_pos = gtid_slave_pos
+        self.executed = []
+        self.version_string = '.'.join(str(part) for part in dialect.version)
+        self.closed = False
+
+    @property
+    def executed_changes(self):
+        return [sql for sql, _params in self.executed]
+
+    def query(self, sql, params=None):
+        if sql == self.dialect.status_all()[0]:
+            return list(self.rows)
+        if 'gtid_slave_pos AS pos' in sql:
+            return [{'pos': self.gtid_slave_pos}]
+        if sql == self.dialect.server_facts_query()[0]:
+            return [dict(self.facts)]
+        raise AssertionError('unexpected query %s' % sql)
+
+    def query_one(self, sql, params=None):
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def try_query(self, sql, params=None):
+        return []
+
+    def execute(self, sql, params=None):
+        if self.fail_on and sql.startswith(self.fail_on):
+            raise RuntimeError('simulated failure')
+        self.executed.append((sql, plain_params(params or [])))
+        return []
+
+    def close(self):
+        self.closed = True
+
+
+class _Exit(Exception):
+    pass
+
+
+def run_module(mocker, module, session, args, connect=None):
+    """Run module.main() with args; return the exit_json/fail_json dict."""
+    results = {}
+
+    def exit_json(self, **kwargs):
+        kwargs.setdefault('changed', False)
+        results.update(kwargs)
+        raise _Exit()
+
+    def fail_json(self, msg, **kwargs):
+        kwargs['failed'] = True
+        kwargs['msg'] = msg
+        results.update(kwargs)
+        raise _Exit()
+
+    mocker.patch.object(basic.AnsibleModule, 'exit_json', exit_json)
+    mocker.patch.object(basic.AnsibleModule, 'fail_json', fail_json)
+    if connect is None:
+        mocker.patch.object(module, 'connect', return_value=session)
+    mocker.patch.object(module, 'require_pymysql')
+    with patch_module_args(args):
+        with pytest.raises(_Exit):
+            module.main()
+    return results
