@@ -84,6 +84,22 @@ options:
       - SSH port of the cloud hosts for the jump, unless the cloud host's registry C(vars)
         set C(ansible_port).
     type: int
+  ssh_common_args:
+    description:
+      - SSH options put in front of the jump options in C(ansible_ssh_common_args) of devices
+        reached through their tunnel (for example C(-o UserKnownHostsFile=... -o
+        StrictHostKeyChecking=yes)). Needed because that host variable overrides an
+        C(ansible_ssh_common_args) from C(group_vars).
+    type: str
+    default: ''
+  jump_ssh_args:
+    description:
+      - Extra options for the inner C(ssh -W) of O(jump=proxycommand) (for example the key and
+        known_hosts file for the cloud host). With O(jump=proxyjump) the jump host takes its
+        settings from C(~/.ssh/config) only, as OpenSSH applies command line options to the
+        final destination.
+    type: str
+    default: ''
   tunnel_host:
     description: Address the back-channel listens on at the cloud host.
     type: str
@@ -214,6 +230,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             'cloud_ssh_port': self.get_option('cloud_ssh_port'),
             'tunnel_host': self.get_option('tunnel_host'),
             'include_retired': self.get_option('include_retired'),
+            'ssh_common_args': self.get_option('ssh_common_args'),
+            'jump_ssh_args': self.get_option('jump_ssh_args'),
             'policy': policy,
         }
         return fleet_inventory.build(devices, cloud_hosts, state, options)

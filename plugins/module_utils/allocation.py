@@ -173,12 +173,30 @@ class AllocationResult(object):
                     or self.quarantine_add or self.quarantine_del)
 
 
-def _claim(taken, port, host, owner, owners):
-    if port in taken:
-        raise FleetError('allocation state is inconsistent: port %d on cloud host %s is held by both %s and %s'
-                         % (port, host, owners.get((host, port), '?'), owner))
-    taken.add(port)
-    owners[(host, port)] = owner
+def _duplicate_port_error(host, entries):
+    """Slow path for a corrupt state: name the two holders of the first duplicated port."""
+    seen = {}
+    for port, owner in entries:
+        if port in seen:
+            return FleetError('allocation state is inconsistent: port %d on cloud host %s is held by both %s and %s'
+                              % (port, host, seen[port], owner))
+        seen[port] = owner
+    return FleetError('allocation state is inconsistent on cloud host %s' % host)
+
+
+def _owners_on(host, allocations, instances, quarantine):
+    for dev_id, rec in allocations.items():
+        if rec['cloud_host'] == host:
+            yield rec['tunnel_mysql_port'], dev_id
+            yield rec['tunnel_ssh_port'], dev_id
+            if rec['replica_mode'] == 'instance':
+                yield rec['replica_port'], dev_id
+    for key, inst in instances.items():
+        if key[0] == host:
+            yield inst['port'], 'instance ' + inst['name']
+    for key, entry in quarantine.items():
+        if key[0] == host:
+            yield key[1], 'quarantine (was %s)' % entry.get('owner')
 
 
 def allocate(devices, cloud_hosts, policy, state, now=None, listening=None, copy_state=True, only=None):
@@ -201,23 +219,44 @@ def allocate(devices, cloud_hosts, policy, state, now=None, listening=None, copy
     counters = state.setdefault('counters', {})
     result.counters_before = dict(counters)
     listening = listening or {}
+    free_disabled = policy['free_disabled']
+    default_mode = policy['replica_mode']
 
     layouts = validate_cloud_hosts(cloud_hosts, policy)
-    plans = {}
-    for host in cloud_hosts:
-        plans[host['name']] = HostPlan(host, policy)
+    plans = dict((host['name'], HostPlan(host, policy)) for host in cloud_hosts)
+    by_id = dict((dev['id'], dev) for dev in devices)
 
-    by_id = {}
-    for dev in devices:
-        by_id[dev['id']] = dev
-
-    # 1. cloud hosts that disappeared while live devices still use them
+    # 1. one pass over the allocations: ports held, counts, what must be released, what is stranded
+    held = dict((name, []) for name in plans)
+    counts = dict((name, 0) for name in plans)
+    channel_use = {}
     stranded = {}
+    to_release = []
     for dev_id, rec in allocations.items():
-        if rec['cloud_host'] not in plans:
-            dev = by_id.get(dev_id)
-            if dev is not None and _keeps_allocation(dev, policy):
-                stranded.setdefault(rec['cloud_host'], []).append(dev_id)
+        host = rec['cloud_host']
+        dev = by_id.get(dev_id)
+        keep = dev is not None and (dev['status'] == 'active' or (dev['status'] == 'disabled' and not free_disabled))
+        if not keep and (only is None or dev_id in only):
+            to_release.append(dev_id)
+        lst = held.get(host)
+        if lst is None:
+            if keep:
+                stranded.setdefault(host, []).append(dev_id)
+            continue
+        lst.append(rec['tunnel_mysql_port'])
+        lst.append(rec['tunnel_ssh_port'])
+        mode = rec['replica_mode']
+        if mode == 'instance':
+            lst.append(rec['replica_port'])
+        if keep or (only is not None and dev_id not in only):
+            counts[host] += 1
+            if mode == 'channel':
+                key = (host, rec['replica_instance'])
+                channel_use[key] = channel_use.get(key, 0) + 1
+            if dev is not None and (dev['replica_mode'] or default_mode) != mode:
+                result.warnings.append('device %s: field "replica_mode" says %s but it is allocated in %s mode; '
+                                       'allocations are sticky, retire and re-register the device to move it'
+                                       % (dev_id, dev['replica_mode'] or default_mode, mode))
     if stranded:
         host = sorted(stranded)[0]
         names = sorted(stranded[host])
@@ -225,113 +264,77 @@ def allocate(devices, cloud_hosts, policy, state, now=None, listening=None, copy
                          'retire or disable them first (or put the host back with drain: true)'
                          % (host, len(names), ', '.join(names[:10]), ' ...' if len(names) > 10 else ''))
 
-    # 2. occupied ports: allocations, channel instances, quarantine
-    owners = {}
-    for dev_id, rec in allocations.items():
-        plan = plans.get(rec['cloud_host'])
-        if plan is None:
-            continue
-        _claim(plan.taken, rec['tunnel_mysql_port'], plan.name, dev_id, owners)
-        _claim(plan.taken, rec['tunnel_ssh_port'], plan.name, dev_id, owners)
-        if rec['replica_mode'] == 'instance':
-            _claim(plan.taken, rec['replica_port'], plan.name, dev_id, owners)
+    # 2. channel instances and quarantine
     for key, inst in list(instances.items()):
         plan = plans.get(key[0])
         if plan is None:
             del instances[key]
             result.inst_del.append(key)
             continue
-        _claim(plan.taken, inst['port'], plan.name, 'instance ' + inst['name'], owners)
-        plan.channel_instances[inst['name']] = [inst, 0]
+        held[key[0]].append(inst['port'])
+        plan.channel_instances[inst['name']] = [inst, channel_use.pop(key, 0)]
+    if channel_use:
+        key = sorted(channel_use)[0]
+        raise FleetError('allocation state is inconsistent: channel instance %s on %s is used but not recorded'
+                         % (key[1], key[0]))
     quarantine_seconds = policy['quarantine_days'] * 86400.0
     for key, entry in list(quarantine.items()):
-        plan = plans.get(key[0])
-        if plan is None or parse_iso(entry.get('released_at')) + quarantine_seconds <= now:
+        lst = held.get(key[0])
+        if lst is None or parse_iso(entry.get('released_at')) + quarantine_seconds <= now:
             del quarantine[key]
             result.quarantine_del.append(key)
-            if plan is not None:
+            if lst is not None:
                 result.changes.append({'action': 'unquarantine', 'cloud_host': key[0], 'port': key[1]})
             continue
-        _claim(plan.taken, key[1], plan.name, 'quarantine (was %s)' % entry.get('owner'), owners)
+        lst.append(key[1])
+    for name, plan in plans.items():
+        lst = held[name]
+        taken = set(lst)
+        if len(taken) != len(lst):
+            raise _duplicate_port_error(name, _owners_on(name, allocations, instances, quarantine))
+        tunnel, replica, reserved = layouts[name]
+        taken.update(reserved)
+        taken.update(listening.get(name) or ())
+        plan.taken = taken
+        plan.count = counts[name]
+        plan.tunnel = PortPool(tunnel, taken)
+        plan.replica = PortPool(replica, taken)
 
-    # 3. release allocations of devices that are no longer active
-    for dev_id in list(allocations):
-        dev = by_id.get(dev_id)
-        if dev is not None and _keeps_allocation(dev, policy):
-            continue
-        if only is not None and dev_id not in only:
-            continue
+    # 3. release allocations of devices that are no longer active (their ports stay taken: quarantine)
+    for dev_id in sorted(to_release):
         rec = allocations.pop(dev_id)
+        dev = by_id.get(dev_id)
         result.alloc_del.append(dev_id)
         result.released[dev_id] = rec
         if dev is None:
             result.warnings.append('device %s has an allocation but is no longer in the registry: released as if retired'
                                    % dev_id)
-        plan = plans.get(rec['cloud_host'])
         ports = [rec['tunnel_mysql_port'], rec['tunnel_ssh_port']]
         if rec['replica_mode'] == 'instance':
             ports.append(rec['replica_port'])
-        if plan is not None:
+        if rec['cloud_host'] in plans:
             for port in ports:
                 entry = {'released_at': stamp, 'owner': dev_id}
-                quarantine[(plan.name, port)] = entry
-                result.quarantine_add.append((plan.name, port, entry))
+                quarantine[(rec['cloud_host'], port)] = entry
+                result.quarantine_add.append((rec['cloud_host'], port, entry))
         result.changes.append({'action': 'release', 'device': dev_id, 'cloud_host': rec['cloud_host'],
                                'ports': ports, 'status': dev['status'] if dev else 'missing'})
-
-    # 4. counts and channel occupancy of what stays
-    for dev_id, rec in allocations.items():
-        plan = plans.get(rec['cloud_host'])
-        if plan is None:  # kept only when ``only`` excludes a stranded, inactive device
-            continue
-        plan.count += 1
-        if rec['replica_mode'] == 'channel':
-            slot = plan.channel_instances.get(rec['replica_instance'])
-            if slot is None:
-                raise FleetError('allocation state is inconsistent: device %s uses channel instance %s on %s '
-                                 'which is not recorded' % (dev_id, rec['replica_instance'], plan.name))
-            slot[1] += 1
-        dev = by_id.get(dev_id)
-        if dev is None:
-            continue
-        wanted = dev.get('replica_mode') or policy['replica_mode']
-        if wanted != rec['replica_mode']:
-            result.warnings.append('device %s: field "replica_mode" says %s but it is allocated in %s mode; '
-                                   'allocations are sticky, retire and re-register the device to move it'
-                                   % (dev_id, wanted, rec['replica_mode']))
-
-    for plan in plans.values():
-        tunnel, replica, reserved = layouts[plan.name]
-        taken = plan.taken
-        taken.update(reserved)
-        taken.update(listening.get(plan.name) or ())
-        plan.tunnel = PortPool(tunnel, taken)
-        plan.replica = PortPool(replica, taken)
 
     # 5. fleet-wide id counters (never reused)
     last_server = max(counters.get('server_id') or 0, policy['server_id_base'] - 1)
     last_domain = max(counters.get('gtid_domain_id') or 0, policy['gtid_domain_id_base'] - 1)
     last_replica = max(counters.get('replica_server_id') or 0, policy['replica_server_id_base'] - 1)
-    seen_server = {}
-    seen_domain = {}
-    for dev_id, pair in ids.items():
-        sid, did = pair['server_id'], pair['gtid_domain_id']
-        if sid in seen_server or did in seen_domain:
-            other = seen_server.get(sid) or seen_domain.get(did)
-            raise FleetError('allocation state is inconsistent: devices %s and %s share server_id or gtid_domain_id'
-                             % (other, dev_id))
-        seen_server[sid] = dev_id
-        seen_domain[did] = dev_id
-        if sid > last_server:
-            last_server = sid
-        if did > last_domain:
-            last_domain = did
-    for rec in allocations.values():
-        if rec.get('replica_server_id') and rec['replica_server_id'] > last_replica:
-            last_replica = rec['replica_server_id']
-    for inst in instances.values():
-        if inst.get('server_id') and inst['server_id'] > last_replica:
-            last_replica = inst['server_id']
+    if ids:
+        sids = [pair['server_id'] for pair in ids.values()]
+        dids = [pair['gtid_domain_id'] for pair in ids.values()]
+        if len(set(sids)) != len(sids) or len(set(dids)) != len(dids):
+            raise FleetError('allocation state is inconsistent: two devices share a server_id or gtid_domain_id')
+        last_server = max(last_server, max(sids))
+        last_domain = max(last_domain, max(dids))
+    rsids = [rec['replica_server_id'] for rec in allocations.values() if rec['replica_mode'] == 'instance']
+    rsids.extend(inst['server_id'] for inst in instances.values())
+    if rsids:
+        last_replica = max(last_replica, max(rsids))
 
     # 6. allocate active devices that have no allocation
     plan_list = sorted(plans.values(), key=lambda p: p.name)
@@ -388,11 +391,6 @@ def allocate(devices, cloud_hosts, policy, state, now=None, listening=None, copy
     result.counters = dict(counters)
     result.state = state
     return result
-
-
-def _keeps_allocation(dev, policy):
-    status = dev['status']
-    return status == 'active' or (status == 'disabled' and not policy['free_disabled'])
 
 
 def _choose_host(plan_list):

@@ -23,6 +23,8 @@ DEFAULT_OPTIONS = {
     'cloud_ssh_port': None,
     'tunnel_host': '127.0.0.1',
     'include_retired': False,
+    'ssh_common_args': '',
+    'jump_ssh_args': '',
     'policy': None,
 }
 
@@ -40,18 +42,22 @@ def jump_args(device_id, cloud, options):
     user = cvars.get('ansible_user') or options.get('cloud_ssh_user')
     port = cvars.get('ansible_port') or options.get('cloud_ssh_port')
     alias = '-o HostKeyAlias=%s' % device_id
+    prefix = (options.get('ssh_common_args') or '').strip()
+    prefix = prefix + ' ' if prefix else ''
     if options.get('jump') == 'proxycommand':
         inner = 'ssh -W %h:%p'
         if port:
             inner += ' -p %s' % port
+        if options.get('jump_ssh_args'):
+            inner += ' ' + options['jump_ssh_args'].strip()
         inner += ' ' + ('%s@%s' % (user, address) if user else address)
-        return "-o %s %s" % (_shell_quote('ProxyCommand=' + inner), alias)
+        return "%s-o %s %s" % (prefix, _shell_quote('ProxyCommand=' + inner), alias)
     target = ('%s@%s' % (user, address)) if user else address
     if ':' in address and not address.startswith('['):
         target = ('%s@[%s]' % (user, address)) if user else '[%s]' % address
     if port:
         target += ':%s' % port
-    return '-o ProxyJump=%s %s' % (target, alias)
+    return '%s-o ProxyJump=%s %s' % (prefix, target, alias)
 
 
 def build(devices, cloud_hosts, state, options=None):

@@ -61,7 +61,7 @@ def check_device_id(value, where='device'):
     """Return the id or raise FleetError explaining why it is unsafe."""
     if not isinstance(value, str):
         raise FleetError('%s: field "id" must be a string matching %s, got %r' % (where, ID_PATTERN, value))
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise FleetError(
             '%s: field "id" value %r is not allowed: ids must match %s (lowercase letter first, then '
             'lowercase letters, digits or "_", at most %d characters) because they become host names, '
@@ -76,7 +76,7 @@ def check_device_id(value, where='device'):
 
 
 def check_cloud_host_name(value, where='cloud host'):
-    if not isinstance(value, str) or not CLOUD_HOST_RE.match(value):
+    if not isinstance(value, str) or not CLOUD_HOST_RE.fullmatch(value):
         raise FleetError('%s: field "name" value %r is not allowed: cloud host names must match %s'
                          % (where, value, CLOUD_HOST_PATTERN))
     if value in RESERVED_NAMES or value.startswith(RESERVED_PREFIXES):
@@ -88,14 +88,14 @@ def check_cloud_host_name(value, where='cloud host'):
 def check_site(value, where):
     if value is None:
         return None
-    if not isinstance(value, str) or not SITE_RE.match(value):
+    if not isinstance(value, str) or not SITE_RE.fullmatch(value):
         raise FleetError('%s: field "site" value %r is not allowed: sites must match %s (they become '
                          'the group site_<site>)' % (where, value, SITE_PATTERN))
     return value
 
 
 def check_db_name(value, where='database'):
-    if not isinstance(value, str) or not DB_NAME_RE.match(value):
+    if not isinstance(value, str) or not DB_NAME_RE.fullmatch(value):
         raise FleetError('%s: database name %r must match %s so that <device id>_<db> fits %d characters'
                          % (where, value, DB_NAME_PATTERN, MYSQL_IDENTIFIER_MAX))
     return value
@@ -119,7 +119,7 @@ def check_labels(value, where):
         raise FleetError('%s: field "labels" must be a mapping of strings, got %s' % (where, type(value).__name__))
     out = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+        if not isinstance(key, str) or not LABEL_KEY_RE.fullmatch(key):
             raise FleetError('%s: field "labels" key %r must match %s' % (where, key, LABEL_KEY_PATTERN))
         if isinstance(val, bool):
             val = 'true' if val else 'false'

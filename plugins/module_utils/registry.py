@@ -28,8 +28,8 @@ import time
 from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import (
-    FleetError, STATUSES, REPLICA_MODES, REACH_MODES, check_device_id, check_cloud_host_name, check_site,
-    check_labels, check_choice,
+    FleetError, STATUSES, REPLICA_MODES, REACH_MODES, RESERVED_NAMES, RESERVED_PREFIXES, ID_RE, SITE_RE,
+    LABEL_KEY_RE, check_device_id, check_cloud_host_name, check_site, check_labels, check_choice,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
     parse_port_ranges, parse_port_list, format_port_ranges, _as_int, _as_bool,
@@ -53,13 +53,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the host
 
 if HAS_YAML:
     import yaml as _yaml
-    try:
-        from yaml import CSafeDumper as _Dumper
-    except ImportError:  # pragma: no cover
-        from yaml import SafeDumper as _Dumper
 else:  # pragma: no cover
     _yaml = None
-    _Dumper = None
 
 DEVICE_FIELDS = ('id', 'site', 'status', 'address', 'labels', 'vars', 'replica_mode', 'reach', 'ssh_public_key')
 DEVICE_FIELD_SET = frozenset(DEVICE_FIELDS)
@@ -71,6 +66,11 @@ ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.:%\[\]-]{1,255}$')
 PUBLIC_KEY_RE = re.compile(r'^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|'
                            r'sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/=]+( [^\r\n]*)?$')
 FORMAT_NAME = 'edgefleet.mysql_backup.allocations'
+_ID_MATCH = ID_RE.fullmatch
+_SITE_MATCH = SITE_RE.fullmatch
+_LABEL_MATCH = LABEL_KEY_RE.fullmatch
+_VAR_MATCH = VAR_NAME_RE.fullmatch
+_ADDRESS_MATCH = ADDRESS_RE.fullmatch
 
 
 # --------------------------------------------------------------------------- normalization
@@ -81,7 +81,7 @@ def _check_vars(value, where):
     if not isinstance(value, dict):
         raise FleetError('%s: field "vars" must be a mapping, got %s' % (where, type(value).__name__))
     for key in value:
-        if not isinstance(key, str) or not VAR_NAME_RE.match(key):
+        if not isinstance(key, str) or not VAR_NAME_RE.fullmatch(key):
             raise FleetError('%s: field "vars" key %r is not a valid variable name' % (where, key))
     return dict(value)
 
@@ -89,7 +89,7 @@ def _check_vars(value, where):
 def check_address(value, where):
     if value is None or value == '':
         return None
-    if not isinstance(value, str) or not ADDRESS_RE.match(value):
+    if not isinstance(value, str) or not ADDRESS_RE.fullmatch(value):
         raise FleetError('%s: field "address" value %r is not a host name or IP address' % (where, value))
     return value
 
@@ -100,7 +100,7 @@ def check_public_key(value, where):
     if not isinstance(value, str):
         raise FleetError('%s: field "ssh_public_key" must be a string' % where)
     value = value.strip()
-    if '\n' in value or not PUBLIC_KEY_RE.match(value):
+    if '\n' in value or not PUBLIC_KEY_RE.fullmatch(value):
         raise FleetError('%s: field "ssh_public_key" is not a single OpenSSH public key line '
                          '("ssh-ed25519 AAAA... comment")' % where)
     return value
@@ -108,6 +108,9 @@ def check_public_key(value, where):
 
 def normalize_device(raw, index=None):
     """Validate one registry entry; returns a dict with every DEVICE_FIELDS key."""
+    fast = _normalize_device_fast(raw)
+    if fast is not None:
+        return fast
     where = 'device #%d' % index if index is not None else 'device'
     if not isinstance(raw, dict):
         raise FleetError('%s: must be a mapping with at least "id", got %r' % (where, raw))
@@ -129,6 +132,54 @@ def normalize_device(raw, index=None):
         'reach': check_choice(raw.get('reach'), REACH_MODES, 'reach', where),
         'ssh_public_key': check_public_key(raw.get('ssh_public_key'), where),
     }
+
+
+_STATUS_SET = frozenset(STATUSES)
+_MODE_SET = frozenset(REPLICA_MODES + (None,))
+_REACH_SET = frozenset(REACH_MODES + (None,))
+
+
+def _normalize_device_fast(raw):
+    """The common, valid case without per-field function calls; None means "use the slow path"."""
+    if type(raw) is not dict or not raw.keys() <= DEVICE_FIELD_SET:
+        return None
+    dev_id = raw.get('id')
+    if type(dev_id) is not str or not _ID_MATCH(dev_id) or dev_id in RESERVED_NAMES or dev_id.startswith(RESERVED_PREFIXES):
+        return None
+    status = raw.get('status', 'active')
+    site = raw.get('site')
+    address = raw.get('address')
+    labels = raw.get('labels')
+    hvars = raw.get('vars')
+    mode = raw.get('replica_mode')
+    reach = raw.get('reach')
+    key = raw.get('ssh_public_key')
+    if status not in _STATUS_SET or mode not in _MODE_SET or reach not in _REACH_SET:
+        return None
+    if site is not None and (type(site) is not str or not _SITE_MATCH(site)):
+        return None
+    if address is not None and (type(address) is not str or not _ADDRESS_MATCH(address)):
+        return None
+    if labels is None:
+        labels = {}
+    elif type(labels) is not dict:
+        return None
+    else:
+        for lkey, lval in labels.items():
+            if type(lkey) is not str or type(lval) is not str or not _LABEL_MATCH(lkey):
+                return None
+    if hvars is None:
+        hvars = {}
+    elif type(hvars) is not dict:
+        return None
+    else:
+        for vkey in hvars:
+            if type(vkey) is not str or not _VAR_MATCH(vkey):
+                return None
+    if key is not None:
+        return None
+    return {'id': dev_id, 'site': site, 'status': status, 'address': address or None, 'labels': labels,
+            'vars': hvars, 'replica_mode': mode, 'reach': reach, 'ssh_public_key': None}
 
 
 def normalize_cloud_host(raw, index=None):
@@ -257,58 +308,124 @@ def state_from_doc(doc, source):
     return state
 
 
-def _json_line(value):
-    return json.dumps(value, sort_keys=False, separators=(', ', ': '))
+def _flat_records_json(mapping):
+    """JSON of {name: flat dict} with one entry per line, in one C-encoder call.
+
+    Entries are flat (no nested containers), so inside the encoded text the sequence ``}, "``
+    can only be the boundary between two entries (quotes inside strings are escaped).
+    """
+    if not mapping:
+        return '{}'
+    text = json.dumps(dict((k, mapping[k]) for k in sorted(mapping)), separators=(', ', ': '))
+    return '{\n' + text[1:-1].replace('}, "', '},\n"') + '\n}'
+
+
+def _flat_list_json(items):
+    if not items:
+        return '[]'
+    text = json.dumps(items, separators=(', ', ': '))
+    return '[\n' + text[1:-1].replace('}, {', '},\n{') + '\n]'
 
 
 def dump_state_text(state, stamp=None):
     """JSON (a subset of YAML), one record per line: fast to parse, reviewable in diffs."""
     doc = state_to_doc(state, stamp)
-    lines = ['{"format": %s, "version": 1, "updated_at": %s,' % (json.dumps(FORMAT_NAME), json.dumps(stamp)),
-             '"counters": %s,' % _json_line(doc['counters'])]
-    for key in ('allocations', 'ids'):
-        items = doc[key]
-        if not items:
-            lines.append('"%s": {},' % key)
-            continue
-        lines.append('"%s": {' % key)
-        names = sorted(items)
-        last = len(names) - 1
-        for i, name in enumerate(names):
-            lines.append('%s: %s%s' % (json.dumps(name), _json_line(items[name]), ',' if i < last else ''))
-        lines.append('},')
-    for key in ('instances', 'quarantine'):
-        items = doc[key]
-        if not items:
-            lines.append('"%s": []%s' % (key, ',' if key == 'instances' else ''))
-            continue
-        lines.append('"%s": [' % key)
-        last = len(items) - 1
-        for i, item in enumerate(items):
-            lines.append('%s%s' % (_json_line(item), ',' if i < last else ''))
-        lines.append(']%s' % (',' if key == 'instances' else ''))
-    lines.append('}')
-    return '\n'.join(lines) + '\n'
+    return ''.join((
+        '{"format": %s, "version": 1, "updated_at": %s,\n' % (json.dumps(FORMAT_NAME), json.dumps(stamp)),
+        '"counters": %s,\n' % json.dumps(doc['counters'], sort_keys=True),
+        '"allocations": %s,\n' % _flat_records_json(doc['allocations']),
+        '"ids": %s,\n' % _flat_records_json(doc['ids']),
+        '"instances": %s,\n' % _flat_list_json(doc['instances']),
+        '"quarantine": %s\n' % _flat_list_json(doc['quarantine']),
+        '}\n'))
 
 
-def _flow(value):
-    return _yaml.dump(value, Dumper=_Dumper, default_flow_style=True, sort_keys=False, width=1 << 30,
-                      allow_unicode=True).strip()
+# Characters YAML does not accept raw or reads as line breaks (NEL, LS, PS): escape them.
+_YAML_UNSAFE = re.compile('[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]')
+
+
+def _escape_unsafe(match):
+    return '\\u%04x' % ord(match.group(0))
+
+
+def _item_json(value):
+    return _YAML_UNSAFE.sub(_escape_unsafe, json.dumps(value, ensure_ascii=False, separators=(', ', ': ')))
 
 
 def dump_registry_text(devices, cloud_hosts, extra=None):
-    """Registry YAML with one flow mapping per device / cloud host (GitOps-friendly diffs)."""
+    """Registry YAML, one JSON-style flow mapping per device / cloud host.
+
+    Valid YAML (JSON flow mappings are YAML) that reads like the hand-written ``- {id: ...}``
+    form, diffs one line per device and parses fast (see :func:`parse_registry_text`).
+    """
     lines = ['# edgefleet.mysql_backup device registry (see docs/allocation.md).',
              '# Rewritten by the edgefleet.mysql_backup.registry module: comments are not preserved.']
     for key in sorted(extra or {}):
-        lines.append(_yaml.dump({key: extra[key]}, Dumper=_Dumper, default_flow_style=False, sort_keys=False).rstrip())
+        lines.append('%s: %s' % (key, _item_json(extra[key])))
     lines.append('devices:' if devices else 'devices: []')
     for dev in devices:
-        lines.append('  - ' + _flow(device_to_raw(dev)))
+        lines.append('  - ' + _item_json(device_to_raw(dev)))
     lines.append('cloud_hosts:' if cloud_hosts else 'cloud_hosts: []')
     for host in cloud_hosts:
-        lines.append('  - ' + _flow(cloud_host_to_raw(host)))
+        lines.append('  - ' + _item_json(cloud_host_to_raw(host)))
     return '\n'.join(lines) + '\n'
+
+
+_LINE_ITEM = re.compile(r'^[ ]*- (\{.*\})[ \t]*$')
+_LINE_SECTION = re.compile(r'^(devices|cloud_hosts):[ \t]*(\[\])?[ \t]*$')
+_LINE_VERSION = re.compile(r'^version:[ \t]*([0-9]+)[ \t]*$')
+
+
+def _no_floats(text):
+    raise ValueError('float')
+
+
+def parse_registry_text(text):
+    """Fast path for registries in the one-JSON-mapping-per-line form; None means "parse as YAML".
+
+    Only a file made of comments, blank lines, ``devices:``/``cloud_hosts:``/``version:`` lines
+    and ``- {json}`` items takes this path; every JSON line here means the same in YAML.
+    Numbers with a fraction or exponent go to the YAML parser (YAML 1.1 reads ``1e3`` as a
+    string, JSON as a number).
+    """
+    doc = {}
+    current = None
+    loads = json.loads
+    item_match = _LINE_ITEM.match
+    for line in text.splitlines():
+        if line.startswith('  - {'):
+            match = item_match(line)
+            if match is None or current is None:
+                return None
+            try:
+                current.append(loads(match.group(1), parse_float=_no_floats, parse_constant=_no_floats))
+            except ValueError:
+                return None
+            continue
+        stripped = line.strip()
+        if not stripped or stripped.startswith('#'):
+            continue
+        match = _LINE_SECTION.match(line)
+        if match:
+            if match.group(1) in doc:
+                return None
+            current = doc[match.group(1)] = []
+            if match.group(2):
+                current = None
+            continue
+        match = _LINE_VERSION.match(line)
+        if match and 'version' not in doc:
+            doc['version'] = int(match.group(1))
+            current = None
+            continue
+        match = item_match(line)
+        if match is None or current is None:
+            return None
+        try:
+            current.append(loads(match.group(1), parse_float=_no_floats, parse_constant=_no_floats))
+        except ValueError:
+            return None
+    return doc
 
 
 # --------------------------------------------------------------------------- files
@@ -376,6 +493,10 @@ def _load_yaml_file(path, what):
             data = handle.read()
     except (IOError, OSError) as exc:
         raise FleetError('%s %s cannot be read: %s' % (what, path, exc))
+    return _load_yaml_text(data, path, what)
+
+
+def _load_yaml_text(data, path, what):
     try:
         return _yaml.load(data, Loader=_FastLoader)
     except Exception as exc:
@@ -416,7 +537,17 @@ class FileRegistry(object):
                 self._extra = {}
                 return [], []
             raise FleetError('registry file %s does not exist' % self.path)
-        doc = _load_yaml_file(self.path, 'registry file')
+        try:
+            with open(self.path, 'rb') as handle:
+                data = handle.read()
+        except (IOError, OSError) as exc:
+            raise FleetError('registry file %s cannot be read: %s' % (self.path, exc))
+        try:
+            doc = parse_registry_text(data.decode('utf-8'))
+        except UnicodeDecodeError:
+            raise FleetError('registry file %s is not UTF-8' % self.path)
+        if doc is None:
+            doc = _load_yaml_text(data, self.path, 'registry file')
         if doc is None:
             doc = {}
         if not isinstance(doc, dict):
