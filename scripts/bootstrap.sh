@@ -51,4 +51,4 @@ subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-ve
 PY
   fi
 done
-echo "bootstrap: ok ($(.venv/bin/ansible --version | head -1))"
+echo "bootstrap: ok ($(.venv/bin/ansible --version 2>/dev/null | awk "NR==1"))"
