@@ -1,0 +1,138 @@
+"""device_tunnel on the lab: both forwards up, each device confined to its own ports."""
+import time
+
+import pytest
+
+from tests.support.lab import devices, hostvars, lab_host
+
+DEVICES = devices()
+SSH = ("timeout 20 ssh -i /etc/edgefleet/tunnel_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes "
+       "-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o ConnectTimeout=10 ")
+
+
+def cloud_of(name):
+    return lab_host(hostvars(name)["edgefleet_cloud_host"])
+
+
+def ssh_from(name, args, known_hosts="/etc/edgefleet/known_hosts"):
+    hv = hostvars(name)
+    return lab_host(name).run(SSH.format(known_hosts=known_hosts) + args
+                              + f" edgefleet-tunnel@{hv['edgefleet_cloud_address']}")
+
+
+def wait_listening(cloud, port, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cloud.socket(f"tcp://127.0.0.1:{port}").is_listening:
+            return time.monotonic()
+        time.sleep(0.5)
+    raise AssertionError(f"port {port} not listening on the cloud after {timeout}s")
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_tunnel_service_and_identity(name):
+    host = lab_host(name)
+    assert host.service("edgefleet-tunnel").is_running
+    assert host.service("edgefleet-tunnel").is_enabled
+    key = host.file("/etc/edgefleet/tunnel_ed25519")
+    assert key.mode == 0o600 and key.user == "root"
+    assert f"id: {name}" in host.file("/etc/edgefleet/device.yml").content_string
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_both_forwards_listen_on_cloud_loopback(name):
+    hv = hostvars(name)
+    cloud = cloud_of(name)
+    for port in (hv["edgefleet_tunnel_mysql_port"], hv["edgefleet_tunnel_ssh_port"]):
+        wait_listening(cloud, port)
+        assert not cloud.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_device_mysql_answers_at_its_cloud_port(name):
+    hv = hostvars(name)
+    cloud = cloud_of(name)
+    port = hv["edgefleet_tunnel_mysql_port"]
+    wait_listening(cloud, port)
+    # The MySQL handshake names the server; no credentials needed to see who answers.
+    greeting = cloud.check_output(
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 120 <&3' | tr -dc '[:print:]'", port)
+    assert "MariaDB" in greeting
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_ssh_back_channel_reaches_the_device(name):
+    hv = hostvars(name)
+    cloud = cloud_of(name)
+    banner = cloud.check_output(
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 40 <&3'", hv["edgefleet_tunnel_ssh_port"])
+    assert banner.startswith("SSH-2.0-OpenSSH")
+
+
+def test_device_cannot_listen_on_another_devices_port():
+    attacker, victim = DEVICES[0], DEVICES[1]
+    victim_port = hostvars(victim)["edgefleet_tunnel_mysql_port"]
+    victim_host = lab_host(victim)
+    victim_host.check_output("systemctl stop edgefleet-tunnel")
+    try:
+        cloud = cloud_of(victim)
+        deadline = time.monotonic() + 40
+        while cloud.socket(f"tcp://127.0.0.1:{victim_port}").is_listening and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result = ssh_from(attacker, f"-N -o ExitOnForwardFailure=yes -R 127.0.0.1:{victim_port}:127.0.0.1:3306")
+        assert result.rc != 0
+        assert "forwarding failed" in result.stderr
+        assert not cloud.socket(f"tcp://127.0.0.1:{victim_port}").is_listening
+    finally:
+        victim_host.check_output("systemctl start edgefleet-tunnel")
+    wait_listening(cloud_of(victim), victim_port)
+
+
+@pytest.mark.parametrize("port", [1, 3306, 40999])
+def test_device_cannot_listen_outside_its_ports(port):
+    result = ssh_from(DEVICES[0], f"-N -o ExitOnForwardFailure=yes -R 127.0.0.1:{port}:127.0.0.1:3306")
+    assert result.rc != 0
+    assert "forwarding failed" in result.stderr
+
+
+def test_device_cannot_run_a_command():
+    result = ssh_from(DEVICES[0], "id")
+    assert "uid=" not in result.stdout
+    assert result.rc != 0
+
+
+def test_device_cannot_get_a_shell():
+    result = ssh_from(DEVICES[0], "-tt")
+    assert "uid=" not in result.stdout
+    assert "$" not in result.stdout and "#" not in result.stdout
+    assert result.rc != 0
+
+
+def test_device_cannot_open_local_forwards():
+    result = ssh_from(DEVICES[0], "-N -o ExitOnForwardFailure=yes -L 127.0.0.1:45001:127.0.0.1:22 -f"
+                      " ; sleep 1; timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/45001; head -c 20 <&3'")
+    assert "SSH-2.0" not in result.stdout
+
+
+def test_device_refuses_a_wrong_cloud_host_key():
+    host = lab_host(DEVICES[0])
+    hv = hostvars(DEVICES[0])
+    host.check_output("ssh-keygen -q -t ed25519 -N '' -f /tmp/wrong_host_key <<< y >/dev/null 2>&1 || true")
+    host.check_output("echo \"%s $(cut -d' ' -f1,2 /tmp/wrong_host_key.pub)\" > /tmp/wrong_known_hosts",
+                      hv["edgefleet_cloud_address"])
+    result = ssh_from(DEVICES[0], "-N -R 127.0.0.1:40998:127.0.0.1:3306", known_hosts="/tmp/wrong_known_hosts")
+    host.run("rm -f /tmp/wrong_host_key /tmp/wrong_host_key.pub /tmp/wrong_known_hosts")
+    assert result.rc != 0
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr or "verification failed" in result.stderr
+
+
+def test_killed_ssh_is_healed():
+    name = DEVICES[0]
+    hv = hostvars(name)
+    host = lab_host(name)
+    cloud = cloud_of(name)
+    host.check_output("pkill -TERM -x ssh")
+    killed = time.monotonic()
+    time.sleep(1)
+    healed = wait_listening(cloud, hv["edgefleet_tunnel_mysql_port"], timeout=60)
+    print(f"tunnel of {name} back {healed - killed:.1f}s after its ssh was killed")

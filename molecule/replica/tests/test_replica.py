@@ -1,0 +1,37 @@
+"""replica on the lab cloud hosts: one small read-only instance per allocated instance."""
+import pytest
+
+from tests.support.lab import clouds, devices, hostvars, lab_host, sql
+
+DEVICES = devices()
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_instance_runs_read_only_on_its_port(name):
+    hv = hostvars(name)
+    cloud = lab_host(hv["edgefleet_cloud_host"])
+    instance = hv["edgefleet_replica_instance"]
+    assert cloud.service(f"mariadb@{instance}").is_running
+    assert cloud.service(f"mariadb@{instance}").is_enabled
+    socket = f"/run/mysqld/edgefleet-{instance}.sock"
+    row = sql(cloud, "SELECT @@port, @@read_only, @@relay_log_recovery, @@bind_address", socket=socket)[0]
+    assert row == [str(hv["edgefleet_replica_port"]), "1", "1", "127.0.0.1"]
+
+
+@pytest.mark.parametrize("cloud", clouds())
+def test_default_server_is_off_and_instance_ids_unique(cloud):
+    host = lab_host(cloud)
+    assert not host.service("mariadb").is_running
+    instances = {hostvars(n)["edgefleet_replica_instance"] for n in DEVICES
+                 if hostvars(n)["edgefleet_cloud_host"] == cloud}
+    ids = [sql(host, "SELECT @@server_id", socket=f"/run/mysqld/edgefleet-{i}.sock")[0][0] for i in instances]
+    device_ids = {str(hostvars(n)["edgefleet_server_id"]) for n in DEVICES}
+    assert len(set(ids)) == len(ids)
+    assert not set(ids) & device_ids
+
+
+@pytest.mark.parametrize("cloud", clouds())
+def test_instance_memory_is_small(cloud):
+    host = lab_host(cloud)
+    rss_kb = [int(v) for v in host.check_output("ps -C mariadbd -o rss=").split()]
+    assert rss_kb and max(rss_kb) < 200 * 1024
