@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 
 # A channel / connection name: letters, digits, '_', '.', '-', at most 64 characters.  The
@@ -278,7 +279,7 @@ class Dialect(object):
             return '%s=%d' % (name, int(value)), []
         if kind == 'float':
             number = float(value)
-            if number != number or number in (float('inf'), float('-inf')):
+            if math.isnan(number) or math.isinf(number):
                 raise ValueError('%s must be a finite number' % option)
             return '%s=%s' % (name, ('%.3f' % number).rstrip('0').rstrip('.') or '0'), []
         raise ValueError('unknown option kind %s' % kind)

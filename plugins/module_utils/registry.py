@@ -696,6 +696,7 @@ class MySQLRegistry(object):
         self.lock_timeout = int(spec.get('lock_timeout') or lock_timeout)
         self.conn = None
         self.use_lock = True
+        self.conflicts = 0
 
     def describe(self):
         return 'mysql://%s:%s/%s' % (self.spec.get('host'), self.spec.get('port'), self.spec.get('database'))
@@ -771,6 +772,7 @@ class MySQLRegistry(object):
             with contextlib.suppress(Exception):
                 conn.rollback()
             if exc.args and exc.args[0] in RETRYABLE_MYSQL_ERRORS:
+                self.conflicts += 1
                 raise RetryableConflict(str(exc))
             if exc.args and exc.args[0] == 1146:
                 raise FleetError('registry %s has no edgefleet tables yet (run the registry or allocation module '

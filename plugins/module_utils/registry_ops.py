@@ -92,3 +92,58 @@ def update_device(registry, dev_id, fields, check_mode=False, attempts=5, create
             return changed, device_diff_view(current), device_diff_view(new)
 
     return with_retries(attempt, attempts)
+
+
+CLOUD_UPDATABLE = ('address', 'capacity', 'tunnel_ports', 'replica_ports', 'reserved_ports', 'drain', 'vars')
+
+
+def update_cloud_host(registry, name, fields, absent=False, check_mode=False, attempts=5):
+    """Create, update or remove one cloud host. Removing a host that still carries allocations fails.
+
+    Returns ``(changed, before, after)`` as registry views.
+    """
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
+        cloud_host_to_raw, normalize_cloud_host,
+    )
+
+    def attempt():
+        with registry.transaction(write=not check_mode) as tx:
+            devices, hosts = tx.load_registry(missing_ok=True) if tx.kind == 'file' else tx.load_registry()
+            current = None
+            for host in hosts:
+                if host['name'] == name:
+                    current = host
+            before = cloud_host_to_raw(current) if current else {}
+            if absent:
+                if current is None:
+                    return False, before, {}
+                live = sorted(d for d, rec in tx.load_state()['allocations'].items() if rec['cloud_host'] == name)
+                if live:
+                    raise FleetError('cloud host %s still carries %d allocated device(s): %s%s; retire or disable them '
+                                     'and run the allocation first (or set drain: true)'
+                                     % (name, len(live), ', '.join(live[:10]), ' ...' if len(live) > 10 else ''))
+                if not check_mode:
+                    if tx.kind == 'file':
+                        tx.write_registry(devices, [h for h in hosts if h['name'] != name])
+                    else:
+                        tx.delete_cloud_host(name)
+                return True, before, {}
+            raw = dict(before) if current else {'name': name}
+            for key, value in fields.items():
+                if value is not None:
+                    raw[key] = value
+            raw = dict((k, v) for k, v in raw.items() if v not in (None, ''))
+            new = normalize_cloud_host(raw)
+            changed = new != current
+            if changed and not check_mode:
+                if tx.kind == 'file':
+                    if current is None:
+                        hosts.append(new)
+                    else:
+                        hosts = [new if h['name'] == name else h for h in hosts]
+                    tx.write_registry(devices, hosts)
+                else:
+                    tx.upsert_cloud_host(new)
+            return changed, before, cloud_host_to_raw(new)
+
+    return with_retries(attempt, attempts)

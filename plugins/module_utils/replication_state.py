@@ -620,8 +620,8 @@ def diagnose(status, lag_threshold):
         if io_errno in FATAL_IO_ERRNOS:
             hint = ('access denied: check the replication user and password'
                     if io_errno == 1045 else 'the source refuses this connection')
-            return 'error', 'IO thread cannot connect (error %d: %s). %s' % (io_errno, hint,
-                                                                              io_error)
+            return 'error', 'IO thread cannot connect (error %d: %s). %s' % (
+                io_errno, hint, io_error)
         if io_errno:
             return 'connecting', ('source unreachable (error %d): the device or its tunnel is '
                                   'probably offline; the IO thread keeps retrying. %s'

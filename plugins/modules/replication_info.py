@@ -21,7 +21,7 @@ description:
     no default database) is not rewritten by C(replicate_rewrite_db) and stops the SQL thread.
   - Never changes anything.
 author:
-  - edgefleet maintainers
+  - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.mysql_connection
 attributes:

@@ -33,7 +33,7 @@ description:
   - Passwords cannot be read back from MariaDB, so by default a password is set only when a
     channel is created (O(update_password=on_create)). See O(update_password).
 author:
-  - edgefleet maintainers
+  - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.mysql_connection
 attributes:
@@ -123,9 +123,8 @@ options:
         description: Client certificate file on the replica host.
         type: str
       ssl_key:
-        description: Client key file on the replica host.
+        description: Client key file on the replica host (a path, not the key itself).
         type: str
-        no_log: false
       ssl_cipher:
         description: Allowed TLS ciphers.
         type: str

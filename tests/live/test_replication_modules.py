@@ -24,6 +24,11 @@ MODULE_PACKAGE = 'ansible_collections.edgefleet.mysql_backup.plugins.modules.'
 
 
 def run_module(name, args, check_mode=False, diff=False):
+    """Run a module like Ansible does; return its result dict."""
+    return run_module_raw(name, args, check_mode, diff)[0]
+
+
+def run_module_raw(name, args, check_mode=False, diff=False):
     """Run a module like Ansible does; return (result dict, raw stdout)."""
     payload = dict(args)
     payload['_ansible_check_mode'] = check_mode
@@ -34,7 +39,8 @@ def run_module(name, args, check_mode=False, diff=False):
     try:
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'collections'))
         proc = subprocess.run([sys.executable, '-m', MODULE_PACKAGE + name, path],
-                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+                              check=False)
     finally:
         os.unlink(path)
     try:
@@ -112,11 +118,11 @@ def fleet():
 
 def test_two_channels_in_one_call_then_idempotent(fleet):
     src1, src2, replica = fleet
-    channels = [channel('dev1', src1), channel('dev2', src2, heartbeat_period=10,
-                                                  connect_retry=5)]
+    channels = [channel('dev1', src1),
+                channel('dev2', src2, heartbeat_period=10, connect_retry=5)]
     src1.execute("INSERT INTO app1.t VALUES (1, 'before')")
 
-    result, _ = run_module('replication_source', dict(login(replica), channels=channels))
+    result = run_module('replication_source', dict(login(replica), channels=channels))
     assert result['changed'] is True, result
     assert [(c['name'], c['actions']) for c in result['channels']] == [
         ('dev1', ['created', 'started']), ('dev2', ['created', 'started'])]
@@ -131,7 +137,7 @@ def test_two_channels_in_one_call_then_idempotent(fleet):
     assert live['dev2']['Connect_Retry'] == 5
     assert live['dev1']['Using_Gtid'] == 'Slave_Pos'
 
-    again, _ = run_module('replication_source', dict(login(replica), channels=channels))
+    again = run_module('replication_source', dict(login(replica), channels=channels))
     assert again['changed'] is False, again
     assert again['queries'] == []
     assert {c['action'] for c in again['channels']} == {'unchanged'}
@@ -146,7 +152,7 @@ def test_check_mode_and_diff_change_nothing(fleet):
     run_module('replication_source', dict(login(replica), channels=[channel('dev1', src1)]))
     before = status(replica)
 
-    planned, raw = run_module(
+    planned, raw = run_module_raw(
         'replication_source',
         dict(login(replica), channels=[channel('dev1', src1, connect_retry=7),
                                        channel('dev2', src2)]),
@@ -171,7 +177,7 @@ def test_port_change_touches_only_that_channel(fleet):
     wait_for(lambda: status(replica)['dev2']['Slave_IO_Running'] == 'Yes', what='dev2 io')
 
     moved = [channel('dev1', src1, source_port=src2.port + 1000), channel('dev2', src2)]
-    result, _ = run_module('replication_source', dict(login(replica), channels=moved))
+    result = run_module('replication_source', dict(login(replica), channels=moved))
     by_name = dict((c['name'], c) for c in result['channels'])
     assert by_name['dev1']['actions'] == ['changed']
     assert by_name['dev1']['changed_options'] == ['source_port']
@@ -184,7 +190,7 @@ def test_port_change_touches_only_that_channel(fleet):
     assert live['dev2']['Slave_IO_Running'] == 'Yes'
 
     # and back: the channel resumes by GTID and rows flow again
-    back, _ = run_module('replication_source', dict(login(replica), channels=channels))
+    back = run_module('replication_source', dict(login(replica), channels=channels))
     assert back['changed'] is True
     src1.execute("INSERT INTO app1.t VALUES (3, 'back')")
     wait_for(lambda: rows(replica, 'app1.t') == [3], what='dev1 resumes')
@@ -195,26 +201,26 @@ def test_stopped_absent_and_prune(fleet):
     run_module('replication_source',
                dict(login(replica), channels=[channel('dev1', src1), channel('dev2', src2)]))
 
-    stopped, _ = run_module('replication_source',
-                            dict(login(replica), channels=[{'name': 'dev1', 'state': 'stopped'}]))
+    stopped = run_module('replication_source',
+                         dict(login(replica), channels=[{'name': 'dev1', 'state': 'stopped'}]))
     assert stopped['channels'][0]['action'] == 'stopped'
     assert status(replica)['dev1']['Slave_SQL_Running'] == 'No'
-    again, _ = run_module('replication_source',
-                          dict(login(replica), channels=[{'name': 'dev1', 'state': 'stopped'}]))
+    again = run_module('replication_source',
+                       dict(login(replica), channels=[{'name': 'dev1', 'state': 'stopped'}]))
     assert again['changed'] is False
 
-    removed, _ = run_module('replication_source',
-                            dict(login(replica), channels=[{'name': 'dev1', 'state': 'absent'}]))
+    removed = run_module('replication_source',
+                         dict(login(replica), channels=[{'name': 'dev1', 'state': 'absent'}]))
     assert removed['channels'][0]['action'] == 'removed'
     assert sorted(status(replica)) == ['dev2']
-    gone, _ = run_module('replication_source',
-                         dict(login(replica), channels=[{'name': 'dev1', 'state': 'absent'}]))
+    gone = run_module('replication_source',
+                      dict(login(replica), channels=[{'name': 'dev1', 'state': 'absent'}]))
     assert gone['changed'] is False
 
     # prune: the list is the whole fleet of this instance; dev2 is retired, dev1 comes back
-    pruned, _ = run_module('replication_source',
-                           dict(login(replica), channels=[channel('dev1', src1)],
-                                prune_unlisted=True))
+    pruned = run_module('replication_source',
+                        dict(login(replica), channels=[channel('dev1', src1)],
+                             prune_unlisted=True))
     by_name = dict((c['name'], c) for c in pruned['channels'])
     assert by_name['dev2']['action'] == 'removed' and by_name['dev2']['pruned'] is True
     assert by_name['dev1']['actions'] == ['created', 'started']
@@ -238,7 +244,7 @@ def test_gtid_pos_seed_merges_by_domain(fleet):
                     "INSERT INTO app2.t VALUES (1, 'seeded')")
     src2.execute("INSERT INTO app2.t VALUES (2, 'new')")
 
-    result, _ = run_module('replication_source', dict(
+    result = run_module('replication_source', dict(
         login(replica), channels=[channel('dev1', src1), channel('dev2', src2, gtid_pos=seed)]))
     assert result['gtid_slave_pos']['changed'] is True
     assert result['gtid_slave_pos']['after'] == ','.join([pos_dev1, seed])
@@ -256,7 +262,7 @@ def test_gtid_pos_seed_merges_by_domain(fleet):
     assert live['dev2']['Last_SQL_Errno'] == 0
 
     # the seed is not applied again: dev2's domain moved on and must never be rewound
-    again, _ = run_module('replication_source', dict(
+    again = run_module('replication_source', dict(
         login(replica), channels=[channel('dev1', src1), channel('dev2', src2, gtid_pos=seed)]))
     assert again['changed'] is False, again['queries']
     assert again['gtid_slave_pos']['changed'] is False
@@ -265,36 +271,36 @@ def test_gtid_pos_seed_merges_by_domain(fleet):
 
 
 def test_update_password_on_create_and_always(fleet):
-    src1, _, replica = fleet
+    src1, replica = fleet[0], fleet[2]
     run_module('replication_source', dict(login(replica), channels=[channel('dev1', src1)]))
     other = dict(channel('dev1', src1), source_password=PASSWORD + 'x')
-    kept, _ = run_module('replication_source', dict(login(replica), channels=[other]))
+    kept = run_module('replication_source', dict(login(replica), channels=[other]))
     assert kept['changed'] is False
-    forced, raw = run_module('replication_source',
-                             dict(login(replica), channels=[channel('dev1', src1)],
-                                  update_password='always'), diff=True)
+    forced, raw = run_module_raw('replication_source',
+                                 dict(login(replica), channels=[channel('dev1', src1)],
+                                      update_password='always'), diff=True)
     assert forced['channels'][0]['changed_options'] == ['source_password']
     assert "MASTER_PASSWORD='********'" in forced['queries'][1]
     assert PASSWORD not in raw
 
 
 def test_bad_input_fails_clearly(fleet):
-    src1, _, replica = fleet
-    bad, _ = run_module('replication_source',
-                        dict(login(replica), channels=[channel("dev1'; DROP", src1)]))
+    src1, replica = fleet[0], fleet[2]
+    bad = run_module('replication_source',
+                     dict(login(replica), channels=[channel("dev1'; DROP", src1)]))
     assert bad['failed'] is True and 'invalid channel name' in bad['msg']
-    dup, _ = run_module('replication_source',
-                        dict(login(replica), channels=[channel('Dev1', src1),
-                                                       channel('dev1', src1)]))
+    dup = run_module('replication_source',
+                     dict(login(replica), channels=[channel('Dev1', src1),
+                                                    channel('dev1', src1)]))
     assert dup['failed'] is True and 'listed twice' in dup['msg']
-    retry, _ = run_module('replication_source',
-                          dict(login(replica), channels=[channel('dev1', src1, retry_count=3)]))
+    retry = run_module('replication_source',
+                       dict(login(replica), channels=[channel('dev1', src1, retry_count=3)]))
     assert retry['failed'] is True and 'master_retry_count' in retry['msg']
-    nohost, _ = run_module('replication_source',
-                           dict(login(replica), channels=[{'name': 'dev9'}]))
+    nohost = run_module('replication_source',
+                        dict(login(replica), channels=[{'name': 'dev9'}]))
     assert nohost['failed'] is True and 'source_host is required' in nohost['msg']
-    seed, _ = run_module('replication_source',
-                         dict(login(replica), channels=[channel('dev1', src1, gtid_pos='1-2')]))
+    seed = run_module('replication_source',
+                      dict(login(replica), channels=[channel('dev1', src1, gtid_pos='1-2')]))
     assert seed['failed'] is True and 'gtid_pos' in seed['msg']
     assert status(replica) == {}
 
@@ -304,7 +310,7 @@ def test_replication_info_health(fleet):
     run_module('replication_source', dict(login(replica), channels=[
         channel('dev1', src1), channel('dev2', src2, state='stopped')]))
     wait_for(lambda: status(replica)['dev1']['Slave_IO_Running'] == 'Yes', what='dev1 io')
-    info, _ = run_module('replication_info', dict(login(replica), lag_threshold=60))
+    info = run_module('replication_info', dict(login(replica), lag_threshold=60))
     assert info['changed'] is False
     assert info['server']['flavor'] == 'mariadb'
     assert info['server']['gtid_domain_id'] == 303
@@ -316,7 +322,7 @@ def test_replication_info_health(fleet):
     assert info['summary'] == {'ok': 1, 'stopped': 1, 'lagging': 0, 'connecting': 0,
                                'error': 0, 'missing': 0, 'total': 2}
 
-    filtered, _ = run_module('replication_info', dict(login(replica), channels=['DEV1', 'nope']))
+    filtered = run_module('replication_info', dict(login(replica), channels=['DEV1', 'nope']))
     assert [(c['name'], c['health']) for c in filtered['channels']] == [('DEV1', 'ok'),
                                                                         ('nope', 'missing')] \
         or [(c['name'], c['health']) for c in filtered['channels']] == [('dev1', 'ok'),
@@ -331,7 +337,7 @@ def test_replication_info_health(fleet):
 
 
 def _health(replica, name, wanted):
-    info, _ = run_module('replication_info', dict(login(replica)))
+    info = run_module('replication_info', dict(login(replica)))
     report = dict((c['name'], c) for c in info['channels'])[name]
     return report if report['health'] == wanted else None
 
@@ -345,14 +351,14 @@ def test_rewrite_db_qualified_ddl_is_diagnosed():
         seed = src.execute('SELECT @@GLOBAL.gtid_binlog_pos')[0][0]
         replica.execute('CREATE DATABASE dev1_app',
                         'CREATE TABLE dev1_app.t (id INT PRIMARY KEY, note VARCHAR(20))')
-        result, _ = run_module('replication_source', dict(
+        result = run_module('replication_source', dict(
             login(replica), channels=[channel('dev1', src, gtid_pos=seed)]))
         assert result['changed'] is True
         with contextlib.closing(src.connect(database='app')) as conn, conn.cursor() as cur:
             cur.execute("INSERT INTO t VALUES (1, 'rewritten')")
         wait_for(lambda: rows(replica, 'dev1_app.t') == [1], what='rewritten row')
 
-        info, _ = run_module('replication_info', dict(login(replica)))
+        info = run_module('replication_info', dict(login(replica)))
         assert info['channels'][0]['rewrite_db'] == [{'from': 'app', 'to': 'dev1_app'}]
         assert info['channels'][0]['health'] == 'ok'
 

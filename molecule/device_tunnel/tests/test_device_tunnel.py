@@ -111,6 +111,7 @@ def test_device_cannot_get_a_shell():
 def test_device_cannot_open_local_forwards():
     result = ssh_from(DEVICES[0], "-N -o ExitOnForwardFailure=yes -L 127.0.0.1:45001:127.0.0.1:22 -f"
                       " ; sleep 1; timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/45001; head -c 20 <&3'")
+    lab_host(DEVICES[0]).run("pkill -f 127.0.0.1:45001:")
     assert "SSH-2.0" not in result.stdout
 
 
