@@ -1,0 +1,214 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""fleet inventory plugin: contract groups and host vars, reach, constructed options, cache."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import pytest
+
+from ansible.parsing.dataloader import DataLoader
+from ansible.inventory.manager import InventoryManager
+from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+
+def _ensure_collection_loader():
+    """ansible-test installs Ansible's collection finder; under plain pytest install it here."""
+    if AnsibleCollectionConfig.collection_finder is not None:
+        return
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(os.path.join(here, '..', '..', '..', '..', 'collections'))
+    for name in list(sys.modules):  # imported before the finder: no collection metadata
+        if name == 'ansible_collections' or name.startswith('ansible_collections.'):
+            del sys.modules[name]
+    _AnsibleCollectionFinder(paths=[root])._install()
+
+
+_ensure_collection_loader()
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_inventory
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import open_registry
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import run_allocation
+
+KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDQXIftKBsmdNzE2DLNnRf3U4jn6rsC3i33UBQfl1zsC'
+REGISTRY = """devices:
+  - {id: device01, site: lab, status: active, address: 10.231.0.11, labels: {lab: "true", hw: rpi4}}
+  - {id: device02, site: lab, status: active, reach: tunnel, address: 10.231.0.12, ssh_public_key: "%s"}
+  - {id: device03, site: berlin, status: active, replica_mode: channel, vars: {app_port: 8080, ansible_user: kiosk}}
+  - {id: device04, site: berlin, status: disabled}
+  - {id: device05, status: retired}
+  - {id: device06, site: berlin}
+cloud_hosts:
+  - {name: cloud01, address: 10.231.0.201, vars: {ansible_user: root}}
+""" % KEY
+
+
+def fleet(tmp_path, extra='', allocate=True, registry=REGISTRY, devices=None):
+    (tmp_path / 'registry.yml').write_text(registry)
+    config = tmp_path / 'lab.fleet.yml'
+    config.write_text('plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: registry.yml}\n' + extra)
+    if allocate:
+        spec, policy, _raw = resolve(str(config))
+        run_allocation(open_registry(spec), policy, only=devices, now=1800000000.0)
+    return str(config)
+
+
+def inventory(path):
+    return InventoryManager(loader=DataLoader(), sources=[path])
+
+
+def hostvars(inv, name):
+    return inv.get_host(name).get_vars()
+
+
+def group_hosts(inv, group):
+    return sorted(h.name for h in inv.groups[group].get_hosts()) if group in inv.groups else []
+
+
+def test_verify_file_names(tmp_path):
+    from ansible.plugins.loader import inventory_loader
+    plugin = inventory_loader.get('edgefleet.mysql_backup.fleet')
+    for name, ok in (('lab.fleet.yml', True), ('fleet.yaml', True), ('hosts.yml', False), ('fleet.yml.bak', False)):
+        (tmp_path / name).write_text('plugin: edgefleet.mysql_backup.fleet\n')
+        assert plugin.verify_file(str(tmp_path / name)) is ok
+
+
+def test_contract_groups(tmp_path):
+    inv = inventory(fleet(tmp_path))
+    assert group_hosts(inv, 'devices') == ['device01', 'device02', 'device03', 'device04', 'device06']
+    assert group_hosts(inv, 'cloud') == ['cloud01']
+    assert group_hosts(inv, 'cloud_cloud01') == ['device01', 'device02', 'device03', 'device06']
+    assert group_hosts(inv, 'site_lab') == ['device01', 'device02']
+    assert group_hosts(inv, 'site_berlin') == ['device03', 'device04', 'device06']
+    assert group_hosts(inv, 'status_active') == ['device01', 'device02', 'device03', 'device06']
+    assert group_hosts(inv, 'status_disabled') == ['device04']
+    assert group_hosts(inv, 'status_retired') == []
+    assert group_hosts(inv, 'mode_instance') == ['device01', 'device02', 'device06']
+    assert group_hosts(inv, 'mode_channel') == ['device03']
+
+
+def test_device_vars(tmp_path):
+    inv = inventory(fleet(tmp_path))
+    one = hostvars(inv, 'device01')
+    expected = {
+        'edgefleet_device_id': 'device01', 'edgefleet_site': 'lab', 'edgefleet_status': 'active',
+        'edgefleet_labels': {'lab': 'true', 'hw': 'rpi4'}, 'edgefleet_cloud_host': 'cloud01',
+        'edgefleet_cloud_address': '10.231.0.201', 'edgefleet_tunnel_mysql_port': 20000,
+        'edgefleet_tunnel_ssh_port': 20001, 'edgefleet_server_id': 1000, 'edgefleet_gtid_domain_id': 1000,
+        'edgefleet_replica_mode': 'instance', 'edgefleet_replica_instance': 'device01',
+        'edgefleet_replica_port': 30000, 'edgefleet_replica_datadir': '/var/lib/edgefleet/replicas/device01',
+        'edgefleet_channel_name': 'device01', 'edgefleet_schema_prefix': '', 'edgefleet_ssh_public_key': '',
+        'ansible_host': '10.231.0.11', 'edgefleet_reach': 'address',
+    }
+    for key, value in expected.items():
+        assert one[key] == value, key
+    assert 'ansible_port' not in one
+    three = hostvars(inv, 'device03')
+    assert three['edgefleet_replica_instance'] == 'multi-01' and three['edgefleet_schema_prefix'] == 'device03_'
+    assert three['app_port'] == 8080 and three['ansible_user'] == 'kiosk'
+    four = hostvars(inv, 'device04')  # disabled: released, no allocation vars, still listed
+    assert four['edgefleet_status'] == 'disabled' and 'edgefleet_tunnel_mysql_port' not in four
+    assert four['edgefleet_reach'] == 'none'
+
+
+def test_tunnel_reach_pins_host_key_per_device(tmp_path):
+    inv = inventory(fleet(tmp_path, 'cloud_ssh_port: 2222\nssh_common_args: -o StrictHostKeyChecking=yes\n'))
+    two = hostvars(inv, 'device02')
+    assert two['ansible_host'] == '127.0.0.1' and two['ansible_port'] == two['edgefleet_tunnel_ssh_port']
+    args = shlex.split(two['ansible_ssh_common_args'])
+    assert args == ['-o', 'StrictHostKeyChecking=yes', '-o', 'ProxyJump=root@10.231.0.201:2222',
+                    '-o', 'HostKeyAlias=device02']
+    assert two['edgefleet_ssh_public_key'] == KEY
+    six = hostvars(inv, 'device06')  # no address: auto -> tunnel
+    assert six['edgefleet_reach'] == 'tunnel' and 'HostKeyAlias=device06' in six['ansible_ssh_common_args']
+
+
+def test_reach_option_and_proxycommand(tmp_path):
+    inv = inventory(fleet(tmp_path, 'reach: tunnel\njump: proxycommand\njump_ssh_args: -i /k -o UserKnownHostsFile=/kh\n'))
+    one = hostvars(inv, 'device01')
+    args = shlex.split(one['ansible_ssh_common_args'])
+    assert args == ['-o', 'ProxyCommand=ssh -W %h:%p -i /k -o UserKnownHostsFile=/kh root@10.231.0.201',
+                    '-o', 'HostKeyAlias=device01']
+    inv = inventory(fleet(tmp_path, 'reach: address\n'))
+    assert hostvars(inv, 'device06')['edgefleet_reach'] == 'none'
+    assert hostvars(inv, 'device02')['ansible_host'] == '127.0.0.1'  # per-device override wins
+
+
+def test_cloud_host_vars(tmp_path):
+    inv = inventory(fleet(tmp_path))
+    cloud = hostvars(inv, 'cloud01')
+    assert cloud['ansible_host'] == '10.231.0.201' and cloud['ansible_user'] == 'root'
+    devices = cloud['edgefleet_cloud_devices']
+    assert [d['id'] for d in devices] == ['device01', 'device02', 'device03', 'device06']
+    assert set(devices[0]) == {'id', 'site', 'status', 'tunnel_mysql_port', 'tunnel_ssh_port', 'server_id',
+                               'gtid_domain_id', 'replica_mode', 'replica_instance', 'replica_port',
+                               'replica_datadir', 'channel_name', 'schema_prefix', 'ssh_public_key'}
+    assert devices[1]['ssh_public_key'] == KEY
+    instances = cloud['edgefleet_cloud_instances']
+    assert [(i['name'], i['mode'], i['channels']) for i in instances] == [
+        ('device01', 'instance', ['device01']), ('device02', 'instance', ['device02']),
+        ('device06', 'instance', ['device06']), ('multi-01', 'channel', ['device03'])]
+    assert cloud['edgefleet_cloud_tunnel_ports'] == ['20000-29999']
+
+
+def test_unallocated_devices_still_appear(tmp_path):
+    inv = inventory(fleet(tmp_path, allocate=False))
+    one = hostvars(inv, 'device01')
+    assert one['ansible_host'] == '10.231.0.11' and 'edgefleet_cloud_host' not in one
+    assert group_hosts(inv, 'status_active') == ['device01', 'device02', 'device03', 'device06']
+    assert hostvars(inv, 'cloud01')['edgefleet_cloud_devices'] == []
+
+
+def test_include_retired(tmp_path):
+    inv = inventory(fleet(tmp_path, 'include_retired: true\n'))
+    assert group_hosts(inv, 'status_retired') == ['device05']
+
+
+def test_constructed_options(tmp_path):
+    extra = """keyed_groups:
+  - key: edgefleet_labels.hw | default('none')
+    prefix: hw
+  - key: edgefleet_server_id | string
+    prefix: sid
+groups:
+  has_key: edgefleet_ssh_public_key != ''
+compose:
+  backup_port: edgefleet_tunnel_mysql_port | default(0) + 1
+"""
+    inv = inventory(fleet(tmp_path, extra))
+    assert group_hosts(inv, 'hw_rpi4') == ['device01']
+    assert group_hosts(inv, 'has_key') == ['device02']
+    assert group_hosts(inv, 'sid_1000') == ['device01']
+    assert hostvars(inv, 'device01')['backup_port'] == 20001
+
+
+def test_cache(tmp_path):
+    extra = 'cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: %s\n' % (tmp_path / 'cache')
+    path = fleet(tmp_path, extra)
+    inv = inventory(path)
+    assert 'device01' in inv.hosts
+    assert os.listdir(str(tmp_path / 'cache'))
+
+
+def test_bad_registry_is_a_parse_error(tmp_path):
+    path = fleet(tmp_path, allocate=False, registry='devices:\n  - {id: a}\n  - {id: a}\n')
+    from ansible.plugins.loader import inventory_loader
+    from ansible.inventory.data import InventoryData
+    from ansible.errors import AnsibleParserError
+    plugin = inventory_loader.get('edgefleet.mysql_backup.fleet')
+    with pytest.raises(AnsibleParserError, match='device a: field "id" is duplicated'):
+        plugin.parse(InventoryData(), DataLoader(), path, cache=False)
+
+
+def test_build_is_pure_and_json_safe(tmp_path):
+    import json
+    path = fleet(tmp_path)
+    spec, policy, _raw = resolve(path)
+    reg = open_registry(spec)
+    data = fleet_inventory.build(*reg.load_registry(), state=reg.load_state(), options={'policy': policy})
+    assert json.loads(json.dumps(data)) == data
