@@ -13,12 +13,23 @@ ENV = dict(os.environ,
            ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
 
 
+def _plain(value):
+    """ansible-core 2.19 marks untrusted inventory strings as {"__ansible_unsafe": ...}."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 @functools.lru_cache(maxsize=1)
 def inventory():
     """`ansible-inventory --list` of the lab fleet (hostvars and groups)."""
     out = subprocess.run(["ansible-inventory", "-i", INVENTORY, "--list"], env=ENV, cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    return _plain(json.loads(out))
 
 
 def group(name):
@@ -41,8 +52,14 @@ def hostvars(name):
 
 @functools.lru_cache(maxsize=None)
 def lab_host(name):
-    os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", ENV["ANSIBLE_COLLECTIONS_PATH"])
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+    """testinfra host over SSH with the inventory's own key and pinned known_hosts."""
+    hv = hostvars(name)
+    return testinfra.get_host(
+        f"ssh://{hv.get('ansible_user', 'root')}@{hv['ansible_host']}:{hv.get('ansible_port', 22)}",
+        ssh_identity_file=hv["ansible_ssh_private_key_file"],
+        ssh_extra_args=hv.get("ansible_ssh_common_args", ""),
+        controlpersist=60,
+    )
 
 
 def sql(host, query, socket="/run/mysqld/mysqld.sock"):
