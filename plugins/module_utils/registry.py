@@ -380,51 +380,57 @@ def _no_floats(text):
     raise ValueError('float')
 
 
+_STRICT_DECODER = json.JSONDecoder(parse_float=_no_floats, parse_constant=_no_floats)
+
+
 def parse_registry_text(text):
     """Fast path for registries in the one-JSON-mapping-per-line form; None means "parse as YAML".
 
     Only a file made of comments, blank lines, ``devices:``/``cloud_hosts:``/``version:`` lines
-    and ``- {json}`` items takes this path; every JSON line here means the same in YAML.
-    Numbers with a fraction or exponent go to the YAML parser (YAML 1.1 reads ``1e3`` as a
-    string, JSON as a number).
+    and ``- {json}`` items (exactly one JSON object per line) takes this path; such a JSON line
+    means the same in YAML. Numbers with a fraction or exponent go to the YAML parser (YAML 1.1
+    reads ``1e3`` as a string, JSON as a number).
     """
     doc = {}
     current = None
-    loads = json.loads
+    scan = _STRICT_DECODER.scan_once
     item_match = _LINE_ITEM.match
-    for line in text.splitlines():
-        if line.startswith('  - {'):
+    try:
+        for line in text.splitlines():
+            if line.startswith('  - {') and line.endswith('}'):
+                if current is None:
+                    return None
+                obj, end = scan(line, 4)
+                if end != len(line) or type(obj) is not dict:
+                    return None
+                current.append(obj)
+                continue
+            stripped = line.strip()
+            if not stripped or stripped.startswith('#'):
+                continue
+            match = _LINE_SECTION.match(line)
+            if match:
+                if match.group(1) in doc:
+                    return None
+                current = doc[match.group(1)] = []
+                if match.group(2):
+                    current = None
+                continue
+            match = _LINE_VERSION.match(line)
+            if match and 'version' not in doc:
+                doc['version'] = int(match.group(1))
+                current = None
+                continue
             match = item_match(line)
             if match is None or current is None:
                 return None
-            try:
-                current.append(loads(match.group(1), parse_float=_no_floats, parse_constant=_no_floats))
-            except ValueError:
+            item = match.group(1)
+            obj, end = scan(item, 0)
+            if end != len(item) or type(obj) is not dict:
                 return None
-            continue
-        stripped = line.strip()
-        if not stripped or stripped.startswith('#'):
-            continue
-        match = _LINE_SECTION.match(line)
-        if match:
-            if match.group(1) in doc:
-                return None
-            current = doc[match.group(1)] = []
-            if match.group(2):
-                current = None
-            continue
-        match = _LINE_VERSION.match(line)
-        if match and 'version' not in doc:
-            doc['version'] = int(match.group(1))
-            current = None
-            continue
-        match = item_match(line)
-        if match is None or current is None:
-            return None
-        try:
-            current.append(loads(match.group(1), parse_float=_no_floats, parse_constant=_no_floats))
-        except ValueError:
-            return None
+            current.append(obj)
+    except (StopIteration, ValueError):
+        return None
     return doc
 
 
