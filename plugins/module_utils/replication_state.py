@@ -296,6 +296,7 @@ class PlanError(Exception):
 class Plan(object):
     def __init__(self):
         self.statements = []          # list of (sql, params)
+        self.steps = []               # per statement: (verb, channel name, threads)
         self.channels = {}            # key -> result dict
         self.gtid = None              # {'before', 'after', 'changed'} on MariaDB
         self.warnings = []
@@ -308,6 +309,27 @@ class Plan(object):
 
     def queries(self):
         return [render(sql, params) for sql, params in self.statements]
+
+    def recovery(self, failed_index):
+        """Statements that restart channels this plan stopped before statement `failed_index`
+        failed and would have started again later (best effort after a partial run)."""
+        stopped = {}
+        for verb, name, threads in self.steps[:failed_index]:
+            key = channel_key(name)
+            if verb == 'stop':
+                stopped[key] = (name, stopped.get(key, (name, frozenset()))[1] | threads)
+            elif verb == 'start' and key in stopped:
+                remaining = stopped[key][1] - threads
+                if remaining:
+                    stopped[key] = (name, remaining)
+                else:
+                    del stopped[key]
+            elif verb == 'remove':
+                stopped.pop(key, None)
+        later_starts = set(channel_key(name) for verb, name, _threads
+                           in self.steps[failed_index:] if verb == 'start')
+        return [(name, threads) for key, (name, threads) in sorted(stopped.items())
+                if key in later_starts]
 
 
 def _running_threads(sim):
@@ -340,14 +362,15 @@ def plan_channels(dialect, desired, live_statuses, prune_unlisted=False,
                             % channel['name'])
         desired_by_key[key] = channel
 
-    def emit(statement):
+    def emit(statement, verb='other', name=None, threads=frozenset()):
         plan.statements.append(statement)
+        plan.steps.append((verb, name, frozenset(threads)))
 
     def stop(key, name, threads):
         threads = frozenset(threads) & _running_threads(sim[key])
         if not threads:
             return False
-        emit(dialect.stop(name, threads))
+        emit(dialect.stop(name, threads), 'stop', name, threads)
         if THREAD_IO in threads:
             sim[key]['io'] = False
         if THREAD_SQL in threads:
@@ -358,7 +381,7 @@ def plan_channels(dialect, desired, live_statuses, prune_unlisted=False,
         missing = frozenset(threads) - _running_threads(sim[key])
         if not missing:
             return False
-        emit(dialect.start(name, missing))
+        emit(dialect.start(name, missing), 'start', name, missing)
         sim[key]['io'] = sim[key]['io'] or THREAD_IO in missing
         sim[key]['sql'] = sim[key]['sql'] or THREAD_SQL in missing
         return True
@@ -382,7 +405,7 @@ def plan_channels(dialect, desired, live_statuses, prune_unlisted=False,
         res['pruned'] = key not in desired_by_key
         plan.diff_before[name] = config_view(live[key])
         stop(key, name, BOTH_THREADS)
-        emit(dialect.reset_all(name))
+        emit(dialect.reset_all(name), 'remove', name)
         del sim[key]
         res['actions'].append('removed')
     for key, channel in desired_by_key.items():
@@ -411,7 +434,7 @@ def plan_channels(dialect, desired, live_statuses, prune_unlisted=False,
             plan.diff_after[name] = desired_view(channel, status)
             if options:
                 stop(key, name, dialect.threads_for_change(options))
-                emit(dialect.change(name, options))
+                emit(dialect.change(name, options), 'change', name)
                 res['actions'].append('changed')
                 res['changed_options'] = [option for option in OPTION_ORDER if option in options]
                 if 'source_password' in options:
@@ -420,7 +443,7 @@ def plan_channels(dialect, desired, live_statuses, prune_unlisted=False,
             if not channel.get('source_host'):
                 raise PlanError('channel %r does not exist yet: source_host is required to create '
                                 'it' % name)
-            emit(dialect.change(name, create_options(channel)))
+            emit(dialect.change(name, create_options(channel)), 'create', name)
             sim[key] = {'io': False, 'sql': False}
             created.add(key)
             res['actions'].append('created')

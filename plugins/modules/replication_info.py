@@ -180,6 +180,14 @@ channels:
       description: MariaDB C(Gtid_IO_Pos), the last GTID received.
       type: str
       returned: MariaDB
+    gtid_applied_pos:
+      description:
+        - MariaDB. The entries of C(gtid_slave_pos) for the GTID domains this channel receives,
+          that is the last transaction applied from its source (empty until it has received
+          anything).
+      type: str
+      returned: MariaDB
+      sample: 301-301-1042
     retrieved_gtid_set:
       description: MySQL C(Retrieved_Gtid_Set).
       type: str
@@ -222,7 +230,8 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_conne
     connect, mysql_connection_argument_spec, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    HEALTH_VALUES, apply_connection_config, diagnose, parse_status_row,
+    HEALTH_VALUES, apply_connection_config, diagnose, format_gtid_pos, parse_gtid_pos,
+    parse_status_row,
 )
 
 REPORTED_KEYS = ('name', 'health', 'diagnosis', 'io_running', 'sql_running', 'seconds_behind',
@@ -232,7 +241,18 @@ REPORTED_KEYS = ('name', 'health', 'diagnosis', 'io_running', 'sql_running', 'se
                  'io_state', 'sql_state')
 
 
-def channel_report(status, is_mariadb, lag_threshold):
+def applied_pos(gtid_io_pos, gtid_slave_pos):
+    """Entries of gtid_slave_pos for the domains this channel receives (MariaDB)."""
+    try:
+        received = parse_gtid_pos(gtid_io_pos or '')
+        applied = parse_gtid_pos(gtid_slave_pos or '')
+    except ValueError:
+        return ''
+    return format_gtid_pos(dict((domain, applied[domain]) for domain in received
+                                if domain in applied))
+
+
+def channel_report(status, is_mariadb, lag_threshold, gtid_slave_pos=None):
     health, diagnosis = diagnose(status, lag_threshold)
     report = dict(status)
     report['health'] = health
@@ -241,6 +261,7 @@ def channel_report(status, is_mariadb, lag_threshold):
     out = dict((key, report.get(key)) for key in REPORTED_KEYS)
     if is_mariadb:
         out['gtid_io_pos'] = status['gtid_io_pos'] or ''
+        out['gtid_applied_pos'] = applied_pos(status['gtid_io_pos'], gtid_slave_pos)
     else:
         out['retrieved_gtid_set'] = status['retrieved_gtid_set'] or ''
         out['executed_gtid_set'] = status['executed_gtid_set'] or ''
@@ -303,7 +324,8 @@ def main():
     server = server_report(session, facts)
     session.close()
 
-    reports = [channel_report(status, dialect.is_mariadb, module.params['lag_threshold'])
+    reports = [channel_report(status, dialect.is_mariadb, module.params['lag_threshold'],
+                              server.get('gtid_slave_pos'))
                for status in statuses]
     wanted = module.params['channels']
     if wanted is not None:

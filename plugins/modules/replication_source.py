@@ -165,12 +165,30 @@ options:
     type: str
     choices: [always, on_create]
     default: on_create
+  lock_timeout:
+    description:
+      - Seconds to wait for the server-wide named lock (C(GET_LOCK)) that keeps two runs (for
+        example AWX job slices) from changing the same replica at once. Taken before the
+        status is read, held until the module ends. Not taken in check mode.
+    type: int
+    default: 60
+  start_wait:
+    description:
+      - After starting channels, wait up to this many seconds until each is connected and
+        applying, or shows its first error (a stopped thread, or a failed connection attempt),
+        then report each started channel's RV(channels[].health). V(0) does not wait.
+      - Channels whose source is unreachable (device offline) use the full wait and are
+        reported V(connecting).
+      - A channel that fails right away (bad password, purged binlogs, ...) gives a warning;
+        the module does not fail, since replication itself was configured as asked.
+    type: float
+    default: 5.0
 notes:
   - Every server in the topology needs a unique C(server_id); on MariaDB every source needs its
     own C(gtid_domain_id), because C(gtid_slave_pos) holds one position per domain.
   - Two channels cannot point at the same host and port.
-  - Starting a channel returns as soon as its threads start; use
-    M(edgefleet.mysql_backup.replication_info) to see whether it connects and applies.
+  - A started channel that connects later (device offline) is reported V(connecting); use
+    M(edgefleet.mysql_backup.replication_info) to follow it.
 seealso:
   - module: edgefleet.mysql_backup.replication_info
   - name: MariaDB CHANGE MASTER TO
@@ -273,6 +291,16 @@ channels:
       type: list
       elements: str
       returned: when skipped
+    health:
+      description:
+        - For channels started by this run, their state after O(start_wait), as in
+          M(edgefleet.mysql_backup.replication_info) (V(ok), V(connecting), V(error), ...).
+      type: str
+      returned: when the channel was started and O(start_wait) > 0
+    diagnosis:
+      description: Explanation when RV(channels[].health) is not V(ok).
+      type: str
+      returned: when there is something to say
   sample:
     - {name: dev1, action: unchanged, actions: [], changed: false, changed_options: []}
     - {name: dev2, action: created, actions: [created, started], changed: true,
@@ -307,6 +335,8 @@ server:
   sample: {flavor: mariadb, version: 10.11.19, dialect: mariadb-10.5}
 '''
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
@@ -317,7 +347,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_conne
     connect, mysql_connection_argument_spec, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    PlanError, apply_connection_config, parse_gtid_pos, parse_status_row,
+    PlanError, apply_connection_config, diagnose, parse_gtid_pos, parse_status_row,
     plan_channels,
 )
 
@@ -354,6 +384,8 @@ def argument_spec():
         prune_unlisted=dict(type='bool', default=False),
         update_password=dict(type='str', default='on_create', choices=['always', 'on_create'],
                              no_log=False),
+        lock_timeout=dict(type='int', default=60),
+        start_wait=dict(type='float', default=5.0),
     )
     return spec
 
@@ -418,6 +450,61 @@ def read_stored_passwords(session):
     return passwords
 
 
+LOCK_NAME = 'edgefleet.mysql_backup.replication_source'
+
+
+def _settled(status):
+    """Connected and applying, or a first error to report (a stopped thread, or the IO thread
+    retrying after a failed connection attempt)."""
+    if status['last_sql_errno'] and not status['sql_thread']:
+        return True
+    if status['last_io_errno'] and status['io_running'].lower() != 'yes':
+        return True
+    return status['io_running'].lower() == 'yes' and status['sql_thread']
+
+
+def wait_for_started(module, session, plan):
+    """START returns before the threads report running; wait so the result (and the next
+    run, which may come right after) sees them, and report each started channel's health."""
+    started = sorted(set(channel_key(name) for verb, name, _threads in plan.steps
+                         if verb == 'start'))
+    timeout = module.params['start_wait']
+    if not started or timeout <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        by_key = dict((channel_key(s['name']), s) for s in read_live(session))
+        pending = [key for key in started if key in by_key and not _settled(by_key[key])]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for key in started:
+        status = by_key.get(key)
+        if status is None or key not in plan.channels:
+            continue
+        health, diagnosis = diagnose(status, None)
+        plan.channels[key]['health'] = health
+        if diagnosis:
+            plan.channels[key]['diagnosis'] = diagnosis
+        if health == 'error':
+            module.warn('channel %s: %s' % (status['name'], diagnosis))
+
+
+def take_lock(module, session, server):
+    """Serialise runs against one server (released when the session closes)."""
+    try:
+        row = session.query_one('SELECT GET_LOCK(%s, %s) AS locked',
+                                [LOCK_NAME, module.params['lock_timeout']])
+    except Exception as exc:  # pylint: disable=broad-except
+        module.warn('could not take the server lock %s: %s' % (LOCK_NAME, to_native(exc)))
+        return
+    if not row or not row.get('locked'):
+        session.close()
+        module.fail_json(msg='another replication_source run holds the lock %s on this server '
+                             '(waited %d s)' % (LOCK_NAME, module.params['lock_timeout']),
+                         server=server)
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     require_pymysql(module)
@@ -442,6 +529,8 @@ def main():
                                                              ', '.join(unsupported)),
                          server=server)
 
+    if not module.check_mode:
+        take_lock(module, session, server)
     try:
         live = read_live(session)
         gtid_slave_pos = None
@@ -463,17 +552,28 @@ def main():
 
     done = []
     if not module.check_mode:
-        for sql, params in plan.statements:
+        for index, (sql, params) in enumerate(plan.statements):
             try:
                 session.execute(sql, params)
             except Exception as exc:  # pylint: disable=broad-except
+                recovered, not_recovered = [], []
+                for name, threads in plan.recovery(index):
+                    statement = dialect.start(name, threads)
+                    try:
+                        session.execute(*statement)
+                        recovered.append(render(*statement))
+                    except Exception:  # pylint: disable=broad-except
+                        not_recovered.append(name)
                 session.close()
                 module.fail_json(
                     msg='statement failed: %s: %s' % (render(sql, params), to_native(exc)),
                     queries=done, changed=bool(done), server=server,
-                    hint='statements before the failing one were applied; a channel stopped to '
-                         'change it may still be stopped; run again after fixing the cause')
+                    recovery_queries=recovered, still_stopped=not_recovered,
+                    hint='statements before the failing one were applied; channels this run '
+                         'had stopped were started again where possible (recovery_queries); '
+                         'run again after fixing the cause')
             done.append(render(sql, params))
+        wait_for_started(module, session, plan)
     session.close()
 
     result = dict(

@@ -124,8 +124,8 @@ def test_two_channels_in_one_call_then_idempotent(fleet):
 
     result = run_module('replication_source', dict(login(replica), channels=channels))
     assert result['changed'] is True, result
-    assert [(c['name'], c['actions']) for c in result['channels']] == [
-        ('dev1', ['created', 'started']), ('dev2', ['created', 'started'])]
+    assert [(c['name'], c['actions'], c['health']) for c in result['channels']] == [
+        ('dev1', ['created', 'started'], 'ok'), ('dev2', ['created', 'started'], 'ok')]
     assert all('********' in q for q in result['queries'] if 'PASSWORD' in q)
 
     src1.execute("INSERT INTO app1.t VALUES (2, 'after')")
@@ -232,6 +232,8 @@ def test_gtid_pos_seed_merges_by_domain(fleet):
     run_module('replication_source', dict(login(replica), channels=[channel('dev1', src1)]))
     src1.execute("INSERT INTO app1.t VALUES (1, 'a')")
     wait_for(lambda: rows(replica, 'app1.t') == [1], what='dev1 rows')
+    src1_pos = src1.execute('SELECT @@GLOBAL.gtid_binlog_pos')[0][0]
+    wait_for(lambda: gtid_slave_pos(replica) == src1_pos, what='dev1 position applied')
     pos_dev1 = gtid_slave_pos(replica)
     assert pos_dev1.startswith('301-')
 
@@ -310,6 +312,8 @@ def test_replication_info_health(fleet):
     run_module('replication_source', dict(login(replica), channels=[
         channel('dev1', src1), channel('dev2', src2, state='stopped')]))
     wait_for(lambda: status(replica)['dev1']['Slave_IO_Running'] == 'Yes', what='dev1 io')
+    src1.execute("INSERT INTO app1.t VALUES (1, 'a')")
+    wait_for(lambda: rows(replica, 'app1.t') == [1], what='dev1 applied')
     info = run_module('replication_info', dict(login(replica), lag_threshold=60))
     assert info['changed'] is False
     assert info['server']['flavor'] == 'mariadb'
@@ -318,6 +322,8 @@ def test_replication_info_health(fleet):
     assert by_name['dev1']['health'] == 'ok'
     assert by_name['dev1']['using_gtid'] == 'slave_pos'
     assert by_name['dev1']['source_port'] == src1.port
+    assert by_name['dev1']['gtid_applied_pos'].startswith('301-301-')
+    assert by_name['dev1']['gtid_applied_pos'] == by_name['dev1']['gtid_io_pos']
     assert by_name['dev2']['health'] == 'stopped'
     assert info['summary'] == {'ok': 1, 'stopped': 1, 'lagging': 0, 'connecting': 0,
                                'error': 0, 'missing': 0, 'total': 2}
@@ -369,3 +375,34 @@ def test_rewrite_db_qualified_ddl_is_diagnosed():
             'qualified DDL not rewritten by replicate_rewrite_db')
         assert 'app->dev1_app' in report['diagnosis']
         assert 'Fix:' in report['diagnosis']
+
+
+def test_concurrent_runs_are_serialised(fleet):
+    """Two runs at once (AWX slices): the server lock makes one create, the other see it."""
+    import threading
+    src1, src2, replica = fleet
+    args = dict(login(replica), channels=[channel('dev1', src1), channel('dev2', src2)])
+    results = []
+
+    def worker():
+        results.append(run_module('replication_source', args))
+
+    threads = [threading.Thread(target=worker) for _index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not any(r.get('failed') for r in results), results
+    assert sorted(r['changed'] for r in results) == [False, True], [r['queries'] for r in results]
+    assert sorted(status(replica)) == ['dev1', 'dev2']
+
+
+def test_wrong_password_is_reported_at_start(fleet):
+    src1 = fleet[0]
+    replica = fleet[2]
+    wrong = dict(channel('dev1', src1), source_password=PASSWORD + '-wrong')
+    result = run_module('replication_source', dict(login(replica), channels=[wrong]))
+    report = result['channels'][0]
+    assert report['actions'] == ['created', 'started']
+    assert report['health'] == 'error' and 'access denied' in report['diagnosis'].lower()
+    assert any('dev1' in str(w) for w in result.get('warnings', []))

@@ -328,6 +328,20 @@ def test_plan_use_gtid_on_mysql_stops_both_threads():
                              "START REPLICA FOR CHANNEL 'dev1'"]
 
 
+def test_recovery_restarts_only_channels_meant_to_run():
+    live = mariadb_live(mariadb_row('dev1'), mariadb_row('dev2'), mariadb_row('dev3'))
+    plan = plan_channels(MARIADB, [desired('dev1', source_port=1), desired('dev2', state='absent'),
+                                   desired('dev3', source_port=3, state='stopped')], live)
+    assert queries(plan) == ["STOP REPLICA 'dev2'", "RESET REPLICA 'dev2' ALL",
+                             "STOP REPLICA 'dev1'", "CHANGE MASTER 'dev1' TO MASTER_PORT=1",
+                             "STOP REPLICA 'dev3'", "CHANGE MASTER 'dev3' TO MASTER_PORT=3",
+                             "START REPLICA 'dev1'"]
+    assert plan.recovery(3) == [('dev1', frozenset(['io', 'sql']))]
+    assert plan.recovery(1) == []          # dev2 is being removed
+    assert plan.recovery(7) == []          # nothing failed
+    assert plan.recovery(5) == [('dev1', frozenset(['io', 'sql']))]  # dev3 stays stopped
+
+
 def test_plan_create_needs_source_host():
     with pytest.raises(PlanError) as exc:
         plan_channels(MARIADB, [desired('dev9')], [])

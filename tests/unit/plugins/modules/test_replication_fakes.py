@@ -30,7 +30,8 @@ def mysql_row(name, port, **extra):
 class FakeSession(object):
     """Stands in for mysql_connection.ServerSession."""
 
-    def __init__(self, dialect, rows=None, facts=None, fail_on=None, gtid_slave_pos=''):
+    def __init__(self, dialect, rows=None, facts=None, fail_on=None, gtid_slave_pos='',
+                 lock=1):
         self.dialect = dialect
         self.rows = rows or []
         self.facts = facts or {'read_only': 0, 'server_id': 1}
@@ -39,12 +40,17 @@ class FakeSession(object):
         self.executed = []
         self.version_string = '.'.join(str(part) for part in dialect.version)
         self.closed = False
+        self.lock = lock
+        self.queries = []
 
     @property
     def executed_changes(self):
         return [sql for sql, _params in self.executed]
 
     def query(self, sql, params=None):
+        self.queries.append(sql)
+        if sql.startswith('SELECT GET_LOCK'):
+            return [{'locked': self.lock}]
         if sql == self.dialect.status_all()[0]:
             return list(self.rows)
         if 'gtid_slave_pos AS pos' in sql:
@@ -94,6 +100,8 @@ def run_module(mocker, module, session, args, connect=None):
     if connect is None:
         mocker.patch.object(module, 'connect', return_value=session)
     mocker.patch.object(module, 'require_pymysql')
+    if 'start_wait' in getattr(module, 'argument_spec', lambda: {})():
+        args = dict({'start_wait': 0}, **args)
     with patch_module_args(args):
         with pytest.raises(_Exit):
             module.main()

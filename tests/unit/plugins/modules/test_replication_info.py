@@ -19,7 +19,7 @@ def test_reports_every_channel_with_health(mocker):
                                         "database: ''. Query: 'DROP TABLE app.t'")
     session = FakeSession(Dialect('mariadb', (10, 11, 19)),
                           rows=[broken, mariadb_row('dev1', 33001)],
-                          facts={'read_only': 1, 'server_id': 9, 'gtid_slave_pos': '1-1-1',
+                          facts={'read_only': 1, 'server_id': 9, 'gtid_slave_pos': '1-1-1,301-301-4',
                                  'gtid_binlog_pos': '', 'gtid_domain_id': 9,
                                  'gtid_strict_mode': 0})
     result = run_module(mocker, replication_info, session, {'lag_threshold': 10,
@@ -30,8 +30,16 @@ def test_reports_every_channel_with_health(mocker):
     assert result['channels'][1]['health'] == 'error'
     assert result['channels'][1]['diagnosis'].startswith('qualified DDL not rewritten')
     assert result['channels'][1]['gtid_io_pos'] == '301-301-5'
+    assert result['channels'][1]['gtid_applied_pos'] == '301-301-4'
     assert result['server']['read_only'] is True and result['server']['gtid_domain_id'] == 9
     assert result['summary']['error'] == 1 and result['summary']['total'] == 2
+
+
+def test_applied_pos_per_channel():
+    assert replication_info.applied_pos('301-301-9,7-7-1', '1-1-1,301-301-8,7-7-1') == \
+        '7-7-1,301-301-8'
+    assert replication_info.applied_pos('', '1-1-1') == ''
+    assert replication_info.applied_pos('bad', '1-1-1') == ''
 
 
 def test_mysql_fields(mocker):

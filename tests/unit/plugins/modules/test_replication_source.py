@@ -97,6 +97,44 @@ def test_failed_statement_reports_masked_query(mocker):
     assert len(result['queries']) == 1 and PASSWORD not in json.dumps(result)
 
 
+def test_lock_is_taken_before_reading_and_refusal_fails(mocker):
+    session = FakeSession(Dialect('mariadb', (10, 11, 19)), rows=[])
+    run_module(mocker, replication_source, session, {'channels': [channel('dev1', 1)]})
+    assert session.queries[0].startswith('SELECT GET_LOCK')
+    busy = FakeSession(Dialect('mariadb', (10, 11, 19)), rows=[], lock=0)
+    result = run_module(mocker, replication_source, busy,
+                        {'channels': [channel('dev1', 1)], 'lock_timeout': 1})
+    assert result['failed'] and 'holds the lock' in result['msg'] and busy.executed == []
+    check = FakeSession(Dialect('mariadb', (10, 11, 19)), rows=[], lock=0)
+    result = run_module(mocker, replication_source, check,
+                        {'channels': [channel('dev1', 1)], '_ansible_check_mode': True})
+    assert result['changed'] is True and not any('GET_LOCK' in q for q in check.queries)
+
+
+def test_failed_change_restarts_what_it_stopped(mocker):
+    session = FakeSession(Dialect('mariadb', (10, 11, 19)), rows=[mariadb_row('dev1', 33001)],
+                          fail_on='CHANGE')
+    result = run_module(mocker, replication_source, session,
+                        {'channels': [channel('dev1', 34001)]})
+    assert result['failed'] and 'CHANGE MASTER' in result['msg']
+    assert result['queries'] == ["STOP REPLICA 'dev1'"]
+    assert result['recovery_queries'] == ["START REPLICA 'dev1'"]
+    assert result['still_stopped'] == []
+
+
+def test_started_channel_health_is_reported(mocker):
+    failing = mariadb_row('dev1', 33001, io='No', sql='No', Last_IO_Errno=1236,
+                          Last_IO_Error='Could not find GTID state requested by slave')
+    session = FakeSession(Dialect('mariadb', (10, 11, 19)), rows=[failing])
+    warn = mocker.patch.object(replication_source.AnsibleModule, 'warn')
+    result = run_module(mocker, replication_source, session,
+                        {'channels': [channel('dev1', 33001)], 'start_wait': 1})
+    assert result['channels'][0]['action'] == 'started'
+    assert result['channels'][0]['health'] == 'error'
+    assert 're-seed' in result['channels'][0]['diagnosis']
+    assert 'dev1' in warn.call_args[0][0]
+
+
 @pytest.mark.parametrize('option', ['source_password', 'login_password'])
 def test_no_log_on_secrets(option):
     spec = replication_source.argument_spec()
