@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Remove the iptables rules and chains netavark/CNI left for one subnet.
 
-    netclean.py --subnet 10.231.0.0/24 [--shared] [--check]
+    python3 netclean.py --subnet 10.231.0.0/24 [--shared] [--check]
 
 Deletes every rule (any table) whose addresses overlap SUBNET, then flushes and
 deletes the NETAVARK-*/CNI-* chains those rules jumped to once nothing refers
