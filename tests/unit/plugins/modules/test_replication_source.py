@@ -147,3 +147,19 @@ def test_no_log_on_secrets(option):
 def test_patch_module_args_is_used():
     # keeps the import honest for ansible-core 2.19 (patch_module_args is the supported way)
     assert callable(patch_module_args)
+
+
+def test_mysql_stored_password_makes_always_idempotent(mocker):
+    from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.modules.test_replication_fakes import mysql_row
+    session = FakeSession(Dialect('mysql', (8, 0, 36)), rows=[mysql_row('dev1', 33001)])
+    mocker.patch.object(session, 'try_query', side_effect=lambda sql, params=None: (
+        [{'Channel_name': 'dev1', 'User_password': PASSWORD.encode()}]
+        if 'slave_master_info' in sql else []))
+    result = run_module(mocker, replication_source, session,
+                        {'channels': [channel('dev1', 33001)], 'update_password': 'always'})
+    assert result['changed'] is False and session.executed == []
+    session.executed = []
+    result = run_module(mocker, replication_source, session,
+                        {'channels': [channel('dev1', 33001, source_password='rotated')]})
+    assert result['channels'][0]['changed_options'] == ['source_password']
+    assert result['queries'][0] == "STOP REPLICA IO_THREAD FOR CHANNEL 'dev1'"
