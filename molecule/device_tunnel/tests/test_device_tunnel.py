@@ -14,10 +14,21 @@ def cloud_of(name):
     return lab_host(hostvars(name)["edgefleet_cloud_host"])
 
 
-def ssh_from(name, args, known_hosts="/etc/edgefleet/known_hosts"):
+class Attempt:
+    """Outcome of an ssh attempt run on a device (its exit code captured inside the shell:
+    testinfra's own SSH transport would take the inner ssh's 255 for a broken connection)."""
+
+    def __init__(self, output):
+        body, _, code = output.rpartition("EXIT=")
+        self.rc = int(code.strip() or 255)
+        self.stdout = self.stderr = body
+
+
+def ssh_from(name, args, known_hosts="/etc/edgefleet/known_hosts", then=""):
     hv = hostvars(name)
-    return lab_host(name).run(SSH.format(known_hosts=known_hosts) + args
-                              + f" edgefleet-tunnel@{hv['edgefleet_cloud_address']}")
+    command = (SSH.format(known_hosts=known_hosts) + args
+               + f" edgefleet-tunnel@{hv['edgefleet_cloud_address']} 2>&1 </dev/null; echo EXIT=$?")
+    return Attempt(lab_host(name).run(command + then).stdout)
 
 
 def wait_listening(cloud, port, timeout=60):
@@ -56,7 +67,7 @@ def test_device_mysql_answers_at_its_cloud_port(name):
     wait_listening(cloud, port)
     # The MySQL handshake names the server; no credentials needed to see who answers.
     greeting = cloud.check_output(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 120 <&3' | tr -dc '[:print:]'", port)
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 120 <&3' | tr -dc '[:print:]'", str(port))
     assert "MariaDB" in greeting
 
 
@@ -65,7 +76,7 @@ def test_ssh_back_channel_reaches_the_device(name):
     hv = hostvars(name)
     cloud = cloud_of(name)
     banner = cloud.check_output(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 40 <&3'", hv["edgefleet_tunnel_ssh_port"])
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 40 <&3'", str(hv["edgefleet_tunnel_ssh_port"]))
     assert banner.startswith("SSH-2.0-OpenSSH")
 
 
@@ -109,10 +120,13 @@ def test_device_cannot_get_a_shell():
 
 
 def test_device_cannot_open_local_forwards():
-    result = ssh_from(DEVICES[0], "-N -o ExitOnForwardFailure=yes -L 127.0.0.1:45001:127.0.0.1:22 -f"
-                      " ; sleep 1; timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/45001; head -c 20 <&3'")
-    lab_host(DEVICES[0]).run("pkill -f 127.0.0.1:45001:")
-    assert "SSH-2.0" not in result.stdout
+    host = lab_host(DEVICES[0])
+    ssh_from(DEVICES[0], "-f -N -L 127.0.0.1:45001:127.0.0.1:22")
+    try:
+        probe = host.run("sleep 1; timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/45001; head -c 20 <&3'")
+    finally:
+        host.run("pkill -f 127.0.0.1:45001:")
+    assert "SSH-2.0" not in probe.stdout
 
 
 def test_device_refuses_a_wrong_cloud_host_key():
@@ -120,7 +134,7 @@ def test_device_refuses_a_wrong_cloud_host_key():
     hv = hostvars(DEVICES[0])
     host.check_output("ssh-keygen -q -t ed25519 -N '' -f /tmp/wrong_host_key <<< y >/dev/null 2>&1 || true")
     host.check_output("echo \"%s $(cut -d' ' -f1,2 /tmp/wrong_host_key.pub)\" > /tmp/wrong_known_hosts",
-                      hv["edgefleet_cloud_address"])
+                      str(hv["edgefleet_cloud_address"]))
     result = ssh_from(DEVICES[0], "-N -R 127.0.0.1:40998:127.0.0.1:3306", known_hosts="/tmp/wrong_known_hosts")
     host.run("rm -f /tmp/wrong_host_key /tmp/wrong_host_key.pub /tmp/wrong_known_hosts")
     assert result.rc != 0

@@ -14,7 +14,9 @@ def replication_info(cloud, instance):
         ["ansible", "-i", INVENTORY, cloud, "-m", "edgefleet.mysql_backup.replication_info",
          "-a", f"login_unix_socket=/run/mysqld/edgefleet-{instance}.sock", "-o"],
         env=ENV, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.split(" => ", 1)[1])
+    # One line per host; deprecation notices may follow it on stdout.
+    result, _ = json.JSONDecoder().raw_decode(out.split(" => ", 1)[1])
+    return result
 
 
 @pytest.mark.parametrize("name", DEVICES)
@@ -41,5 +43,5 @@ def test_device_writes_replicate(name):
     schema = hv["edgefleet_schema_prefix"] + "app" if hv["edgefleet_replica_mode"] == "channel" else "app"
     got = cloud.run("for i in $(seq 60); do v=$(mariadb --socket=%s -N -e 'SELECT v FROM `%s`.replication_check"
                     " WHERE id = 1' 2>/dev/null); [ \"$v\" = %s ] && echo $v && exit 0; sleep 1; done; exit 1",
-                    socket, schema, value)
+                    socket, schema, str(value))
     assert got.rc == 0 and got.stdout.strip() == value
