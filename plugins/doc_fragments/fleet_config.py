@@ -14,8 +14,8 @@ options:
       - Path to the fleet config file (the C(*.fleet.yml) inventory source of the
         P(edgefleet.mysql_backup.fleet#inventory) plugin). Its C(registry) and C(allocation)
         keys are used; relative registry paths are relative to that file.
-      - Read on the host the module runs on; run the module on the controller
-        (C(delegate_to: localhost) or C(hosts: localhost)) for a file registry.
+      - "Read on the host the module runs on; run the module on the controller
+        (C(delegate_to: localhost) or C(hosts: localhost)) for a file registry."
     type: path
   registry:
     description:
@@ -27,7 +27,7 @@ options:
     type: dict
 requirements:
   - PyYAML (for file registries and config files)
-  - PyMySQL (only for O(registry.type=mysql))
+  - PyMySQL (only for a registry of C(type=mysql))
 notes:
   - "File registry: writers hold an exclusive C(fcntl) lock on C(.<registry file>.lock) and
     replace files atomically, so concurrent runs (AWX job slices) serialize and readers never

@@ -26,7 +26,7 @@ description:
     C(config) of the M(edgefleet.mysql_backup.allocation) and M(edgefleet.mysql_backup.registry)
     modules, so its O(allocation) policy keys are validated here too.
 author:
-  - edgefleet maintainers
+  - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -39,10 +39,10 @@ options:
   registry:
     description:
       - Where the registry lives.
-      - "O(registry.type=file): O(registry.path) is the registry YAML file, relative to this
-        config file. Allocations are read from O(registry.alloc_path), default
+      - "C(registry.type=file): C(registry.path) is the registry YAML file, relative to this
+        config file. Allocations are read from C(registry.alloc_path), default
         C(<registry without extension>.alloc.yml) next to it."
-      - "O(registry.type=mysql): C(host), C(port), C(user), C(password), C(database),
+      - "C(registry.type=mysql): C(host), C(port), C(user), C(password), C(database),
         optionally C(unix_socket), C(defaults_file), C(ssl_ca), C(ssl_cert), C(ssl_key),
         C(table_prefix) (default C(edgefleet_)), C(connect_timeout). The password may also
         come from the environment variable E(EDGEFLEET_REGISTRY_PASSWORD)."

@@ -329,12 +329,12 @@ def allocate(devices, cloud_hosts, policy, state, now=None, listening=None, copy
         dids = [pair['gtid_domain_id'] for pair in ids.values()]
         if len(set(sids)) != len(sids) or len(set(dids)) != len(dids):
             raise FleetError('allocation state is inconsistent: two devices share a server_id or gtid_domain_id')
-        last_server = max(last_server, max(sids))
-        last_domain = max(last_domain, max(dids))
+        last_server = max(last_server, *sids)
+        last_domain = max(last_domain, *dids)
     rsids = [rec['replica_server_id'] for rec in allocations.values() if rec['replica_mode'] == 'instance']
     rsids.extend(inst['server_id'] for inst in instances.values())
     if rsids:
-        last_replica = max(last_replica, max(rsids))
+        last_replica = max(last_replica, *rsids)
 
     # 6. allocate active devices that have no allocation
     plan_list = sorted(plans.values(), key=lambda p: p.name)

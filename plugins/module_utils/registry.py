@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 
-from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
+from ansible.module_utils.common.yaml import HAS_YAML
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import (
     FleetError, STATUSES, REPLICA_MODES, REACH_MODES, RESERVED_NAMES, RESERVED_PREFIXES, ID_RE, SITE_RE,
@@ -141,10 +141,10 @@ _REACH_SET = frozenset(REACH_MODES + (None,))
 
 def _normalize_device_fast(raw):
     """The common, valid case without per-field function calls; None means "use the slow path"."""
-    if type(raw) is not dict or not raw.keys() <= DEVICE_FIELD_SET:
+    if not isinstance(raw, dict) or not raw.keys() <= DEVICE_FIELD_SET:
         return None
     dev_id = raw.get('id')
-    if type(dev_id) is not str or not _ID_MATCH(dev_id) or dev_id in RESERVED_NAMES or dev_id.startswith(RESERVED_PREFIXES):
+    if not isinstance(dev_id, str) or not _ID_MATCH(dev_id) or dev_id in RESERVED_NAMES or dev_id.startswith(RESERVED_PREFIXES):
         return None
     status = raw.get('status', 'active')
     site = raw.get('site')
@@ -156,25 +156,25 @@ def _normalize_device_fast(raw):
     key = raw.get('ssh_public_key')
     if status not in _STATUS_SET or mode not in _MODE_SET or reach not in _REACH_SET:
         return None
-    if site is not None and (type(site) is not str or not _SITE_MATCH(site)):
+    if site is not None and (not isinstance(site, str) or not _SITE_MATCH(site)):
         return None
-    if address is not None and (type(address) is not str or not _ADDRESS_MATCH(address)):
+    if address is not None and (not isinstance(address, str) or not _ADDRESS_MATCH(address)):
         return None
     if labels is None:
         labels = {}
-    elif type(labels) is not dict:
+    elif not isinstance(labels, dict):
         return None
     else:
         for lkey, lval in labels.items():
-            if type(lkey) is not str or type(lval) is not str or not _LABEL_MATCH(lkey):
+            if not isinstance(lkey, str) or not isinstance(lval, str) or not _LABEL_MATCH(lkey):
                 return None
     if hvars is None:
         hvars = {}
-    elif type(hvars) is not dict:
+    elif not isinstance(hvars, dict):
         return None
     else:
         for vkey in hvars:
-            if type(vkey) is not str or not _VAR_MATCH(vkey):
+            if not isinstance(vkey, str) or not _VAR_MATCH(vkey):
                 return None
     if key is not None:
         return None
@@ -401,7 +401,7 @@ def parse_registry_text(text):
                 if current is None:
                     return None
                 obj, end = scan(line, 4)
-                if end != len(line) or type(obj) is not dict:
+                if end != len(line) or not isinstance(obj, dict):
                     return None
                 current.append(obj)
                 continue
@@ -426,7 +426,7 @@ def parse_registry_text(text):
                 return None
             item = match.group(1)
             obj, end = scan(item, 0)
-            if end != len(item) or type(obj) is not dict:
+            if end != len(item) or not isinstance(obj, dict):
                 return None
             current.append(obj)
     except (StopIteration, ValueError):

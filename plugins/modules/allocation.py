@@ -29,7 +29,7 @@ description:
     is written - duplicate or unsafe ids, overlapping or exhausted port ranges, reserved ports
     inside a range, an unreadable registry, a cloud host removed while devices still live on it.
 author:
-  - edgefleet maintainers
+  - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.fleet_config
 options:
@@ -125,13 +125,15 @@ options:
   listening_ports:
     description:
       - Ports seen listening on cloud hosts (for example from M(community.general.listen_ports_facts)),
-        as C({cloud host: [ports]}). They are never handed out.
+        as a mapping of cloud host name to a list of ports. They are never handed out.
     type: dict
 attributes:
   check_mode:
     support: full
+    description: Computes and returns what would be allocated and released, writes nothing.
   diff_mode:
     support: full
+    description: Shows the allocations added and released.
 """
 
 EXAMPLES = r"""

@@ -24,7 +24,7 @@ description:
     kept) under an exclusive lock and replaced atomically. MySQL registry: devices may register
     themselves concurrently; each write is one transaction with the device row locked."
 author:
-  - edgefleet maintainers
+  - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.fleet_config
 options:
@@ -100,8 +100,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Returns the device as it would be stored, writes nothing.
   diff_mode:
     support: full
+    description: Shows the registry entry before and after.
 """
 
 EXAMPLES = r"""

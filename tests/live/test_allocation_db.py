@@ -76,7 +76,7 @@ def test_db_registry_allocates_releases_and_quarantines(spec):
     # what the DB holds is what the engine returned
     with reg.transaction(write=False) as tx:
         assert tx.load_state()['allocations'] == allocations
-    again, _ = run_allocation(reg, policy, now=1800000001.0)
+    again = run_allocation(reg, policy, now=1800000001.0)[0]
     assert not again.changed
     # retire: ports move to quarantine rows, still unique in the ports table
     update_device(reg, 'dev1', {'status': 'retired'})
@@ -128,7 +128,7 @@ def _run_slice(args):
     spec, ids, use_lock = args
     reg = registry(spec, use_lock=use_lock)
     try:
-        result, _ = run_allocation(reg, normalize_policy({}), only=ids, attempts=50)
+        result = run_allocation(reg, normalize_policy({}), only=ids, attempts=50)[0]
         return sorted(result.alloc_add), reg.conflicts
     finally:
         reg.close()

@@ -116,7 +116,7 @@ def test_invariants_hold_over_random_histories(policy_raw, history, capacities):
     for op in history:
         kind = op[0]
         if kind == 'add':
-            for _ in range(op[1]):
+            for _index in range(op[1]):
                 devices.append(normalize_device({'id': 'd%03d' % serial, 'replica_mode': op[2]}))
                 serial += 1
         elif kind in ('disable', 'retire', 'activate') and devices:

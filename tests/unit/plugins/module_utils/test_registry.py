@@ -13,10 +13,9 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as A
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import registry as R
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
-    normalize_policy, normalize_registry_spec, resolve,
+    normalize_registry_spec, resolve,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import run_allocation, update_device
@@ -67,7 +66,7 @@ def test_lab_registry_allocates_and_writes_atomically(tmp_path):
     assert json.loads(text) == yaml.safe_load(text)  # JSON that is YAML too
     assert R.state_from_doc(json.loads(text), 'x') == result.state
     assert [p for p in os.listdir(str(tmp_path)) if p.endswith('.tmp')] == []
-    again, _ = run_allocation(reg, pol, now=1800000001.0)
+    again = run_allocation(reg, pol, now=1800000001.0)[0]
     assert not again.changed
 
 
@@ -163,7 +162,7 @@ def _alloc_only(args):
     config, ids = args
     spec, pol, _raw = resolve(config)
     reg = R.open_registry(spec, pol['lock_timeout'])
-    result, _ = run_allocation(reg, pol, only=ids)
+    result = run_allocation(reg, pol, only=ids)[0]
     return sorted(result.alloc_add)
 
 

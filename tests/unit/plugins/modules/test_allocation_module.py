@@ -11,7 +11,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.edgefleet.mysql_backup.plugins.modules import allocation, registry
+from ansible_collections.edgefleet.mysql_backup.plugins.modules import allocation
 
 LAB = """devices:
   - {id: device01, site: lab, status: active, address: 10.231.0.11, labels: {lab: "true"}}
