@@ -114,7 +114,8 @@ def effective_host(host, policy):
     name = host['name']
     tunnel = host.get('tunnel_ports') or policy['tunnel_ports']
     replica = host.get('replica_ports') or policy['replica_ports']
-    reserved = set(policy['reserved_ports']) | set(host.get('reserved_ports') or ())
+    fleet_reserved = policy['reserved_ports']
+    reserved = set(fleet_reserved) | set(host.get('reserved_ports') or ())
     if not tunnel:
         raise FleetError('cloud host %s: field "tunnel_ports" is empty' % name)
     overlap = ranges_overlap(tunnel, replica)
@@ -123,9 +124,11 @@ def effective_host(host, policy):
                          % (name, overlap[0][0], overlap[0][1], overlap[1][0], overlap[1][1]))
     for field, ranges in (('tunnel_ports', tunnel), ('replica_ports', replica)):
         for lo, hi in ranges:
-            inside = sorted(p for p in reserved if lo <= p <= hi)
+            inside = sorted(p for p in fleet_reserved if lo <= p <= hi)
             if inside:
-                raise FleetError('cloud host %s: field "%s" range %d-%d contains reserved port(s) %s'
+                raise FleetError('cloud host %s: field "%s" range %d-%d contains fleet-wide reserved port(s) %s '
+                                 '(allocation policy "reserved_ports"); a cloud host\'s own "reserved_ports" may '
+                                 'carve ports out of its ranges instead'
                                  % (name, field, lo, hi, ', '.join(str(p) for p in inside[:5])))
     return tunnel, replica, reserved
 

@@ -146,7 +146,7 @@ def build(devices, cloud_hosts, state, options=None):
         if host['address'] and 'ansible_host' not in hv:
             hv['ansible_host'] = host['address']
         hv['edgefleet_cloud_name'] = name
-        hv['edgefleet_cloud_devices'] = cloud_devices[name]
+        hv['edgefleet_cloud_devices'] = sorted(cloud_devices[name], key=lambda entry: entry['id'])
         hv['edgefleet_cloud_instances'] = inst.get(name, [])
         hv['edgefleet_cloud_drain'] = bool(host['drain'])
         policy = opts.get('policy') or {}

@@ -64,8 +64,9 @@ options:
         type: raw
       reserved_ports:
         description:
-          - Ports never handed out on any cloud host (a cloud host may add its own). A configured
-            range that contains one of them is an error.
+          - Ports never handed out on any cloud host. A configured range that contains one of them
+            is an error (a misconfiguration like C(3000-4000) over MySQL's 3306). A cloud host's own
+            C(reserved_ports) in the registry are carved out of its ranges instead (skipped).
           - Default C([22, 80, 443, 3306, 3307, 33060, 33061, 33062]).
         type: list
         elements: raw

@@ -165,7 +165,7 @@ def test_port_range_validation():
         normalize_policy({'tunnel_ports': '20000-x'})
     with pytest.raises(FleetError, match=r'cloud host cloud01: field "tunnel_ports" range 30000-30100 overlaps'):
         run(devs('a'), hosts({'name': 'cloud01', 'tunnel_ports': '30000-30100'}))
-    with pytest.raises(FleetError, match=r'cloud host cloud01: field "tunnel_ports" range 3000-4000 contains reserved port\(s\) 3306'):
+    with pytest.raises(FleetError, match=r'cloud host cloud01: field "tunnel_ports" range 3000-4000 contains fleet-wide reserved port\(s\) 3306'):
         run(devs('a'), hosts({'name': 'cloud01', 'tunnel_ports': '3000-4000'}))
     with pytest.raises(FleetError, match='share address 10.0.0.1'):
         run(devs('a'), hosts({'name': 'c1', 'address': '10.0.0.1'}, {'name': 'c2', 'address': '10.0.0.1'}))
@@ -175,9 +175,11 @@ def test_port_range_validation():
 
 
 def test_reserved_and_listening_ports_are_skipped():
-    h = hosts({'name': 'cloud01', 'reserved_ports': [20005], 'tunnel_ports': '20000-20099'})
-    with pytest.raises(FleetError, match='reserved'):
-        run(devs('a'), h)
+    with pytest.raises(FleetError, match='fleet-wide reserved'):
+        run(devs('a'), hosts('cloud01'), policy={'reserved_ports': [20005]})
+    h = hosts({'name': 'cloud01', 'reserved_ports': [20000, '20002-20003'], 'tunnel_ports': '20000-20099'})
+    res = run(devs('a', 'b'), h)
+    assert [res.state['allocations'][d]['tunnel_mysql_port'] for d in 'ab'] == [20001, 20005]
     h = hosts({'name': 'cloud01', 'tunnel_ports': '20000-20099'})
     res = run(devs('a', 'b'), h, listening={'cloud01': {20000, 20002, 30000}})
     used = ports_by_host(res.state)['cloud01']
