@@ -62,13 +62,15 @@ class MariaDBServer:
             "--innodb-log-file-size=16M",
             "--performance-schema=OFF",
             "--skip-name-resolve",
+            f"--tmpdir={self.workdir}",
         ] + self.extra_options
 
     def start(self, timeout=60):
         if not os.path.isdir(self.datadir):
             subprocess.run(
                 ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
-                 "--auth-root-authentication-method=normal", "--skip-test-db"],
+                 "--auth-root-authentication-method=normal", "--skip-test-db",
+                 f"--tmpdir={self.workdir}"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
         self.process = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL,
