@@ -14,6 +14,8 @@ LAB_VARS := inventories/lab/group_vars/all
 SECRETS := $(LAB_VARS)/secrets.yml
 LAB_STATE := $(CURDIR)/lab/.state
 MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replication default
+# Everything that drives the shared lab holds this lock, so parallel work cannot interleave.
+LAB_LOCK := flock /tmp/edgefleet-lab.lock
 
 .PHONY: help venv lab-up lab-destroy lab-vars demo site lint sanity units live lab-test \
         molecule test
@@ -52,8 +54,8 @@ site: ## Run site.yml against the lab
 	ansible-playbook site.yml
 
 demo: lab-up ## Lab + site.yml + a row written on each device shown on the cloud replica
-	ansible-playbook site.yml
-	ansible-playbook playbooks/demo_check.yml
+	$(LAB_LOCK) ansible-playbook site.yml
+	$(LAB_LOCK) ansible-playbook playbooks/demo_check.yml
 
 lint: venv ## yamllint + ansible-lint (production profile, offline)
 	yamllint -s .
@@ -69,10 +71,10 @@ live: venv ## Tests against real throwaway MariaDB servers on loopback
 	python -m pytest -m "not lab" -n 2 tests/live
 
 lab-test: lab-up ## Tests that need the lab
-	python -m pytest -m lab tests/live tests/lab
+	$(LAB_LOCK) python -m pytest -m lab tests/live tests/lab
 
 molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
-	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s || exit 1; done
+	for s in $(MOLECULE_SCENARIOS); do $(LAB_LOCK) molecule test -s $$s || exit 1; done
 
 test: venv lint sanity units live lab-test molecule ## Everything CI runs
 	@echo "make test: all green"
