@@ -703,6 +703,7 @@ class MySQLRegistry(object):
         self.conn = None
         self.use_lock = True
         self.conflicts = 0
+        self._schema_checked = False
 
     def describe(self):
         return 'mysql://%s:%s/%s' % (self.spec.get('host'), self.spec.get('port'), self.spec.get('database'))
@@ -735,6 +736,7 @@ class MySQLRegistry(object):
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
+        self._schema_checked = False
 
     def ensure_schema(self):
         conn = self.connect()
@@ -760,11 +762,29 @@ class MySQLRegistry(object):
             with self.conn.cursor() as cur:
                 cur.executemany(sql.format(p=self.p), rows)
 
+    def _schema_ready(self):
+        """True when the tables exist (checked once per connection, without DDL)."""
+        if not self._schema_checked:
+            try:
+                rows = self._query("SELECT value FROM `{p}meta` WHERE name = 'schema_version'")
+                self.conn.rollback()
+            except pymysql.MySQLError as exc:
+                with contextlib.suppress(Exception):
+                    self.conn.rollback()
+                if exc.args and exc.args[0] == 1146:
+                    return False
+                raise FleetError('registry %s: %s' % (self.describe(), exc))
+            if not rows:
+                return False
+            self._schema_checked = True
+        return True
+
     @contextlib.contextmanager
     def transaction(self, write=True):
         conn = self.connect()
-        if write:
+        if write and not self._schema_ready():
             self.ensure_schema()
+            self._schema_checked = True
         try:
             conn.begin()
             if write and self.use_lock:
