@@ -169,6 +169,7 @@ class AllocationResult(object):
         self.counters = {}
         self.changes = []
         self.warnings = []
+        self.skipped = []
 
     @property
     def changed(self):
@@ -499,3 +500,111 @@ def instances_by_host(state, active_ids=None):
             if inst is not None:
                 inst['channels'].append(dev_id)
     return dict((h, [insts[n] for n in sorted(insts)]) for h, insts in out.items())
+
+
+def move(devices, cloud_hosts, policy, state, move_ids, target=None, now=None, listening=None, copy_state=True):
+    """Move allocated active devices to another cloud host (rebalance one device, drain a host).
+
+    Each moved device gets, on its new cloud host, two new tunnel ports and a new replica
+    placement (instance mode: a new replica port and replica server id, same instance name and
+    datadir path; channel mode: a slot on one of the target's shared instances). It keeps its
+    ``server_id``, ``gtid_domain_id``, replica mode, channel name and schema prefix. Its old ports
+    rest in quarantine on the old host. No other device changes.
+
+    ``target``: the cloud host to move to; None picks by capacity among the hosts that are not
+    the device's current host and do not drain. A device already on ``target`` is left alone, so
+    repeating a move is a no-op. All or nothing: any error raises :class:`FleetError` and no
+    result is returned to persist.
+    """
+    now = time.time() if now is None else now
+    stamp = iso(now)
+    state = copy.deepcopy(state) if copy_state else state
+    by_id = dict((dev['id'], dev) for dev in devices)
+    host_names = set(host['name'] for host in cloud_hosts)
+    if target is not None:
+        if target not in host_names:
+            raise FleetError('cloud host %s: not in the registry (field "move_to")' % target)
+        for host in cloud_hosts:
+            if host['name'] == target and host.get('drain'):
+                raise FleetError('cloud host %s drains (drain: true in the registry): it takes no devices '
+                                 '(field "move_to")' % target)
+    allocations = state['allocations']
+    groups = {}
+    skipped = []
+    for dev_id in sorted(set(move_ids)):
+        dev = by_id.get(dev_id)
+        if dev is None:
+            raise FleetError('device %s: not in the registry (field "move")' % dev_id)
+        if dev['status'] != 'active':
+            raise FleetError('device %s is %s: only active devices are moved (field "move")' % (dev_id, dev['status']))
+        rec = allocations.get(dev_id)
+        if rec is None:
+            raise FleetError('device %s has no allocation yet: run the allocation first (field "move")' % dev_id)
+        if rec['cloud_host'] == target:
+            skipped.append(dev_id)
+            continue
+        groups.setdefault(rec['cloud_host'], []).append(dev_id)
+
+    combined = AllocationResult()
+    combined.state = state
+    combined.counters_before = dict(state.get('counters') or {})
+    combined.counters = dict(combined.counters_before)
+    for source in sorted(groups):
+        ids = groups[source]
+        old = {}
+        for dev_id in ids:
+            rec = allocations.pop(dev_id)
+            old[dev_id] = rec
+            ports = [rec['tunnel_mysql_port'], rec['tunnel_ssh_port']]
+            if rec['replica_mode'] == 'instance':
+                ports.append(rec['replica_port'])
+            if source in host_names:
+                for port in ports:
+                    entry = {'released_at': stamp, 'owner': dev_id}
+                    state['quarantine'][(source, port)] = entry
+                    combined.quarantine_add.append((source, port, entry))
+        # a move keeps the replica mode it was allocated with (a mode change needs a re-seed)
+        pinned = [dict(dev, replica_mode=old[dev['id']]['replica_mode']) if dev['id'] in old else dev
+                  for dev in devices]
+        view = []
+        for host in cloud_hosts:
+            host = dict(host)
+            if host['name'] == source or (target is not None and host['name'] != target):
+                host['drain'] = True
+            view.append(host)
+        try:
+            step = allocate(pinned, view, policy, state, now=now, listening=listening, copy_state=False,
+                            only=set(ids))
+        except FleetError as exc:
+            raise FleetError('cannot move %s away from cloud host %s: %s' % (', '.join(ids), source, exc))
+        combined.inst_add.extend(step.inst_add)
+        combined.inst_del.extend(step.inst_del)
+        combined.quarantine_del.extend(step.quarantine_del)
+        combined.warnings.extend(w for w in step.warnings if w not in combined.warnings)
+        combined.counters = dict(step.counters)
+        for change in step.changes:
+            if change['action'] != 'allocate':
+                combined.changes.append(change)
+                continue
+            dev_id = change['device']
+            before = old[dev_id]
+            after = step.alloc_add[dev_id]
+            combined.changes.append({
+                'action': 'move', 'device': dev_id, 'from_host': source, 'to_host': after['cloud_host'],
+                'from_ports': [before['tunnel_mysql_port'], before['tunnel_ssh_port']],
+                'to_ports': [after['tunnel_mysql_port'], after['tunnel_ssh_port']],
+                'replica_mode': after['replica_mode'], 'from_instance': before['replica_instance'],
+                'to_instance': after['replica_instance']})
+        for dev_id in ids:
+            combined.alloc_del.append(dev_id)
+            combined.released[dev_id] = old[dev_id]
+            combined.alloc_add[dev_id] = step.alloc_add[dev_id]
+    combined.skipped = skipped
+    return combined
+
+
+def devices_on(state, devices, cloud_host):
+    """Ids of the active devices allocated on ``cloud_host`` (what a drain moves), sorted."""
+    active = set(dev['id'] for dev in devices if dev['status'] == 'active')
+    return sorted(dev_id for dev_id, rec in state['allocations'].items()
+                  if rec['cloud_host'] == cloud_host and dev_id in active)

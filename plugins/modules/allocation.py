@@ -123,6 +123,29 @@ options:
         slices each handle their own hosts (C("{{ ansible_play_hosts }}")).
     type: list
     elements: str
+  move:
+    description:
+      - Move these allocated, active devices to another cloud host instead of allocating
+        (rebalance). Each gets new tunnel ports and a new replica placement there and keeps its
+        C(server_id), C(gtid_domain_id) and replica mode; its old ports rest in quarantine. No other
+        device changes.
+      - A device already on O(move_to) is left alone, so repeating a move reports no change.
+      - Moving the data is the job of C(playbooks/rebalance.yml), which calls this option.
+    type: list
+    elements: str
+  move_from:
+    description:
+      - "Move every active device allocated on this cloud host (drain it). Set C(drain: true) on the
+        host in the registry first (the M(edgefleet.mysql_backup.registry) module) so that new
+        devices are not placed on it again; the module warns otherwise."
+      - Devices that are allocated there but not active stay (with a warning).
+    type: str
+  move_to:
+    description:
+      - The cloud host that O(move) or O(move_from) devices go to. Unset picks, device by device, the
+        host with the lowest fill ratio among the hosts that are not the device's own and do not drain.
+      - Capacity and port ranges of the target are respected; a full or draining target is an error.
+    type: str
   listening_ports:
     description:
       - Ports seen listening on cloud hosts (for example from M(community.general.listen_ports_facts)),
@@ -157,6 +180,19 @@ EXAMPLES = r"""
     devices: "{{ ansible_play_hosts | select('in', groups['devices']) | list }}"
   delegate_to: localhost
   run_once: true
+
+- name: Move one device to cloud02 (new ports there, old ones quarantined; data - playbooks/rebalance.yml)
+  edgefleet.mysql_backup.allocation:
+    config: "{{ edgefleet_fleet_config }}"
+    move: [device07]
+    move_to: cloud02
+
+- name: Plan a drain of cloud01 by capacity (check mode shows where every device would go)
+  edgefleet.mysql_backup.allocation:
+    config: "{{ edgefleet_fleet_config }}"
+    move_from: cloud01
+  check_mode: true
+  register: drain_plan
 
 - name: Explicit registry and policy, channel mode with 100 channels per replica
   edgefleet.mysql_backup.allocation:
@@ -216,6 +252,21 @@ released:
   returned: success
   type: list
   elements: str
+moved:
+  description:
+    - Devices this run moved (or would move, in check mode), with the allocation before and after.
+    - Only returned with O(move) or O(move_from).
+  returned: when moving
+  type: dict
+  sample:
+    device07:
+      from: {cloud_host: cloud01, tunnel_mysql_port: 20012, tunnel_ssh_port: 20013, replica_port: 30006}
+      to: {cloud_host: cloud02, tunnel_mysql_port: 20000, tunnel_ssh_port: 20001, replica_port: 30000}
+unchanged:
+  description: Devices asked to move that already are on O(move_to).
+  returned: when moving
+  type: list
+  elements: str
 registry:
   description: Where the registry is (file path or mysql URL without password).
   returned: always
@@ -226,10 +277,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+import time
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as alloc_lib
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
-    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, open_registry,
+    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, open_registry, with_retries,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     run_allocation, allocation_diff,
@@ -251,6 +305,43 @@ def _listening(value):
                 raise FleetError('listening_ports: cloud host %s: %r is not a port' % (host, port))
         out[host] = clean
     return out
+
+
+def run_move(registry, policy, move_ids=None, move_from=None, move_to=None, check_mode=False, listening=None,
+             now=None, attempts=5):
+    """Move devices under the registry's lock; persist unless ``check_mode``. Returns (result, allocations)."""
+    now = time.time() if now is None else now
+
+    def attempt():
+        with registry.transaction(write=not check_mode) as tx:
+            devices, hosts = tx.load_registry()
+            state = tx.load_state()
+            ids = list(move_ids or [])
+            warnings = []
+            if move_from is not None:
+                source = [h for h in hosts if h['name'] == move_from]
+                if not source:
+                    raise FleetError('cloud host %s: not in the registry %s (field "move_from")'
+                                     % (move_from, registry.describe()))
+                if not source[0].get('drain'):
+                    warnings.append('cloud host %s does not drain (drain: true in the registry): new devices may '
+                                    'be placed on it again' % move_from)
+                ids.extend(alloc_lib.devices_on(state, devices, move_from))
+                kept = sorted(d for d, rec in state['allocations'].items()
+                              if rec['cloud_host'] == move_from and d not in ids)
+                if kept:
+                    warnings.append('cloud host %s keeps %d allocation(s) of devices that are not active: %s '
+                                    '(retire them, or activate them and drain again)'
+                                    % (move_from, len(kept), ', '.join(kept[:10])))
+            result = alloc_lib.move(devices, hosts, policy, state, ids, target=move_to, now=now,
+                                    listening=listening, copy_state=False)
+            result.warnings[:0] = warnings
+            if result.changed and not check_mode:
+                tx.write_state(result, alloc_lib.iso(now))
+            return result
+
+    result = with_retries(attempt, attempts)
+    return result, result.state['allocations']
 
 
 def main():
@@ -275,11 +366,18 @@ def main():
                 lock_timeout=dict(type='float'),
             )),
             devices=dict(type='list', elements='str'),
+            move=dict(type='list', elements='str'),
+            move_from=dict(type='str'),
+            move_to=dict(type='str'),
             listening_ports=dict(type='dict'),
         ),
         required_one_of=[('config', 'registry')],
+        mutually_exclusive=[('devices', 'move'), ('devices', 'move_from'), ('devices', 'move_to')],
         supports_check_mode=True,
     )
+    moving = module.params['move'] is not None or module.params['move_from'] is not None
+    if module.params['move_to'] is not None and not moving:
+        module.fail_json(msg='move_to needs move (device ids) or move_from (a cloud host)')
     registry = None
     try:
         spec, policy, _raw = resolve(module.params['config'], module.params['registry'], module.params['allocation'])
@@ -288,9 +386,15 @@ def main():
         if spec.get('password'):
             module.no_log_values.add(spec['password'])
         registry = open_registry(spec, policy['lock_timeout'])
-        result, allocations = run_allocation(registry, policy, check_mode=module.check_mode,
-                                             only=module.params['devices'],
-                                             listening=_listening(module.params['listening_ports']))
+        if moving:
+            result, allocations = run_move(registry, policy, move_ids=module.params['move'],
+                                           move_from=module.params['move_from'], move_to=module.params['move_to'],
+                                           check_mode=module.check_mode,
+                                           listening=_listening(module.params['listening_ports']))
+        else:
+            result, allocations = run_allocation(registry, policy, check_mode=module.check_mode,
+                                                 only=module.params['devices'],
+                                                 listening=_listening(module.params['listening_ports']))
     except FleetError as exc:
         module.fail_json(msg=str(exc))
     except Exception as exc:  # pylint: disable=broad-except
@@ -308,6 +412,10 @@ def main():
         released=sorted(result.alloc_del),
         registry=registry.describe(),
     )
+    if moving:
+        output['moved'] = dict((dev_id, {'from': result.released[dev_id], 'to': result.alloc_add[dev_id]})
+                               for dev_id in result.alloc_add)
+        output['unchanged'] = result.skipped
     if module._diff:
         output['diff'] = allocation_diff(result)
     module.exit_json(**output)
