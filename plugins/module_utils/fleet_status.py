@@ -550,11 +550,15 @@ def _sample(value):
 
 
 def render_metrics(report):
-    """Prometheus text exposition (version 0.0.4) of a report."""
+    """Prometheus text exposition (version 0.0.4) of a report.
+
+    Device series carry device, site, cloud_host and replica (the replica instance; not
+    ``instance``, which Prometheus sets to the scraped target).
+    """
     series = dict((name, []) for name, _ in METRICS)
     for record in report['devices']:
         base = [('device', record['device']), ('site', record['site']),
-                ('cloud_host', record['cloud_host']), ('instance', record['instance'])]
+                ('cloud_host', record['cloud_host']), ('replica', record['instance'])]
         repl, backup, tunnel = record['replication'], record['backup'], record['tunnel']
         consistency = record['consistency']
         series['edgefleet_device_info'].append((base + [
@@ -598,7 +602,7 @@ def render_metrics(report):
         host_labels = [('cloud_host', host.get('cloud_host', ''))]
         for instance in host.get('instances') or []:
             series['edgefleet_replica_instance_up'].append(
-                (host_labels + [('instance', instance.get('name', ''))],
+                (host_labels + [('replica', instance.get('name', ''))],
                  bool(instance.get('reachable'))))
         series['edgefleet_status_collect_timestamp_seconds'].append(
             (host_labels, host.get('collected_at') or 0))
