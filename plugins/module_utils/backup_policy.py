@@ -1,0 +1,406 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure logic of edgefleet backups: names, schedules, retention, restore selection, GTID
+positions, dump stream markers, checksum comparison and the per-device status record.
+
+One source of truth for two users:
+
+* the backup role copies this very file next to ``edgefleet-backup`` (a stdlib-only Python 3
+  script) on every cloud host, which imports it as ``backup_policy``;
+* the unit and property tests import it from the collection.
+
+So: standard library only, no Ansible imports, no I/O except what callers pass in.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import calendar
+import hashlib
+import re
+import time
+
+DAY = 86400
+TS_FORMAT = '%Y%m%dT%H%M%SZ'
+KIND_SUFFIX = {'logical': '.sql.zst', 'physical': '.xbstream.zst'}
+META_SUFFIX = '.json'
+PARTIAL_SUFFIX = '.partial'
+STATUS_VERSION = 1
+
+# <subject>-<UTC timestamp>[-<n>]<suffix>; subjects are device ids / instance names
+# (^[a-z][a-z0-9_]{0,31}$), so "-" and "." never occur in them.
+_NAME_RE = re.compile(
+    r'^(?P<subject>[a-z][a-z0-9_]{0,63})-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d{1,4}))?'
+    r'(?P<suffix>\.sql\.zst|\.xbstream\.zst)$')
+_DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw]?)\s*$')
+_DURATION_UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': DAY, 'w': 7 * DAY}
+
+
+class PolicyError(ValueError):
+    """Bad policy value or argument; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------------------
+# Time and names
+# ---------------------------------------------------------------------------------------
+
+def format_ts(epoch):
+    """UTC timestamp used in file names: 20250102T030405Z."""
+    return time.strftime(TS_FORMAT, time.gmtime(int(epoch)))
+
+
+def parse_ts(text):
+    return calendar.timegm(time.strptime(text, TS_FORMAT))
+
+
+def parse_duration(value):
+    """Seconds from 90, "90", "90s", "30m", "20h", "7d" or "2w"."""
+    if isinstance(value, bool):
+        raise PolicyError('duration %r must be a number of seconds or a string such as 20h or 7d' % (value,))
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise PolicyError('duration %r must not be negative' % (value,))
+        return int(value)
+    match = _DURATION_RE.match(str(value))
+    if not match:
+        raise PolicyError('duration %r must be a number of seconds or a number followed by s, m, h, d or w'
+                          % (value,))
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_when(value, end_of_day=True):
+    """Epoch seconds from an epoch number or an ISO-8601 UTC date/time.
+
+    A bare date (2025-05-01) means the end of that day (UTC) when ``end_of_day``: "as of
+    2025-05-01" then selects the newest backup taken on that day or before. ``newest``,
+    ``latest``, empty and None mean "no limit" and return None.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PolicyError('time %r is not a date' % (value,))
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip()
+    if text.lower() in ('', 'newest', 'latest', 'now'):
+        return None
+    if re.match(r'^\d+(\.\d+)?$', text):
+        return int(float(text))
+    text = text.replace(' ', 'T')
+    if text.endswith('Z'):
+        text = text[:-1]
+    elif text.endswith('+00:00'):
+        text = text[:-6]
+    for fmt, is_date in (('%Y-%m-%d', True), ('%Y-%m-%dT%H:%M', False), ('%Y-%m-%dT%H:%M:%S', False),
+                         ('%Y%m%dT%H%M%S', False)):
+        try:
+            parsed = calendar.timegm(time.strptime(text, fmt))
+        except ValueError:
+            continue
+        return parsed + DAY - 1 if (is_date and end_of_day) else parsed
+    raise PolicyError('time %r: use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z] (UTC) or epoch seconds' % (value,))
+
+
+def backup_file_name(subject, epoch, kind='logical', seq=0):
+    """File name of a backup of ``subject`` (device id or instance name) taken at ``epoch``."""
+    if kind not in KIND_SUFFIX:
+        raise PolicyError('backup kind %r must be one of %s' % (kind, ', '.join(sorted(KIND_SUFFIX))))
+    if not re.match(r'^[a-z][a-z0-9_]{0,63}$', subject or ''):
+        raise PolicyError('backup subject %r is not a device id or instance name' % (subject,))
+    extra = '-%d' % seq if seq else ''
+    return '%s-%s%s%s' % (subject, format_ts(epoch), extra, KIND_SUFFIX[kind])
+
+
+def parse_backup_file_name(name):
+    """(subject, epoch, kind, seq) of a backup file name, or None for anything else."""
+    match = _NAME_RE.match(name)
+    if not match:
+        return None
+    kind = 'logical' if match.group('suffix') == KIND_SUFFIX['logical'] else 'physical'
+    try:
+        epoch = parse_ts(match.group('ts'))
+    except ValueError:
+        return None
+    return match.group('subject'), epoch, kind, int(match.group('seq') or 0)
+
+
+def sort_key(entry):
+    """Order of backups: by time, then by name (same-second backups carry -1, -2 ...)."""
+    name, epoch = entry[0], entry[1]
+    parsed = parse_backup_file_name(name)
+    return (epoch, parsed[3] if parsed else 0, name)
+
+
+# ---------------------------------------------------------------------------------------
+# Scheduling and retention
+# ---------------------------------------------------------------------------------------
+
+def is_due(last_success_ts, min_age, now, force=False):
+    """A subject is due when forced, never backed up, or its newest good backup is at least
+    ``min_age`` seconds old. Failed attempts do not count, so a failing device is retried on
+    every run."""
+    if force or last_success_ts is None:
+        return True
+    return now - last_success_ts >= min_age
+
+
+def check_retention_policy(keep_last, keep_days):
+    for name, value in (('keep_last', keep_last), ('keep_days', keep_days)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise PolicyError('retention %s must be a number >= 0, got %r' % (name, value))
+
+
+def retention(backups, keep_last, keep_days, now):
+    """Split the good backups of ONE subject into (keep, remove), both lists of names, newest
+    first.
+
+    ``backups`` is an iterable of (name, epoch) of successful backups. A backup is kept when it
+    is one of the ``keep_last`` newest, or younger than ``keep_days`` days (backups dated in
+    the future count as young), and the newest backup is always kept, whatever the policy.
+    Callers run this only after a successful backup (never on a failed run).
+    """
+    check_retention_policy(keep_last, keep_days)
+    ordered = sorted(backups, key=sort_key, reverse=True)
+    names = [entry[0] for entry in ordered]
+    if len(set(names)) != len(names):
+        raise PolicyError('duplicate backup names in %r' % (names,))
+    max_age = keep_days * DAY
+    keep, remove = [], []
+    for index, (name, epoch) in enumerate((entry[0], entry[1]) for entry in ordered):
+        if index == 0 or index < keep_last or now - epoch < max_age:
+            keep.append(name)
+        else:
+            remove.append(name)
+    return keep, remove
+
+
+def select_backup(backups, as_of=None):
+    """Name of the newest backup taken at or before ``as_of`` (epoch; None = newest)."""
+    candidates = [entry for entry in backups if as_of is None or entry[1] <= as_of]
+    if not candidates:
+        return None
+    return max(candidates, key=sort_key)[0]
+
+
+# ---------------------------------------------------------------------------------------
+# GTID positions (MariaDB domain-server-seq lists)
+# ---------------------------------------------------------------------------------------
+
+def parse_gtid_pos(text):
+    """{domain: (server_id, seq)} of a MariaDB GTID position such as "0-1-5,1000-1000-42"."""
+    result = {}
+    for part in (text or '').replace('\n', ',').split(','):
+        part = part.strip()
+        if not part:
+            continue
+        pieces = part.split('-')
+        if len(pieces) != 3 or not all(p.isdigit() for p in pieces):
+            raise PolicyError('bad GTID %r in position %r' % (part, text))
+        domain, server, seq = (int(p) for p in pieces)
+        if domain in result:
+            raise PolicyError('GTID position %r names domain %d twice' % (text, domain))
+        result[domain] = (server, seq)
+    return result
+
+
+def format_gtid_pos(position):
+    return ','.join('%d-%d-%d' % (domain, server, seq)
+                    for domain, (server, seq) in sorted(position.items()))
+
+
+def filter_gtid_pos(text, domains):
+    """Only the given domains of a position (a device's own domain of a shared replica)."""
+    wanted = set(int(d) for d in domains)
+    return format_gtid_pos(dict((d, v) for d, v in parse_gtid_pos(text).items() if d in wanted))
+
+
+def gtid_behind(current, target):
+    """Domains where ``current`` has not reached ``target`` (both position strings):
+    {domain: (current_seq or None, target_seq)}."""
+    cur, tgt = parse_gtid_pos(current), parse_gtid_pos(target)
+    out = {}
+    for domain, (_server, seq) in tgt.items():
+        have = cur.get(domain)
+        if have is None or have[1] < seq:
+            out[domain] = (have[1] if have else None, seq)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Dump stream: one zstd file carries every schema of a device, each section introduced by a
+# marker line carrying a per-backup nonce, so a restore can rename (or skip) schemas without
+# touching anything else; `zstd -dc FILE | mariadb` restores the device's own names.
+# ---------------------------------------------------------------------------------------
+
+MARKER_PREFIX = '-- edgefleet-schema '
+END_PREFIX = '-- edgefleet-end '
+
+
+def quote_ident(name):
+    return '`%s`' % name.replace('`', '``')
+
+
+def database_options(create_sql):
+    """The options part of SHOW CREATE DATABASE (character set, collation, comment)."""
+    match = re.match(r'^\s*CREATE DATABASE\s+(?:/\*!32312 IF NOT EXISTS\*/\s+|IF NOT EXISTS\s+)?`(?:[^`]|``)*`\s*(.*?)\s*;?\s*$',
+                     create_sql or '', re.S)
+    return match.group(1) if match else ''
+
+
+def section_header(nonce, db, options=''):
+    """Lines (str, newline-terminated) that open the section of schema ``db``."""
+    create = 'CREATE DATABASE IF NOT EXISTS %s%s;\n' % (quote_ident(db), (' ' + options) if options else '')
+    return ['%s%s: %s\n' % (MARKER_PREFIX, nonce, db), create, 'USE %s;\n' % quote_ident(db)]
+
+
+def stream_end(nonce, count):
+    return '%s%s: %d schemas\n' % (END_PREFIX, nonce, count)
+
+
+class SchemaRewriter:
+    """Streams a dump line by line, renaming or skipping schema sections.
+
+    ``mapping`` maps a schema name in the file to the target name, or to None to skip that
+    schema. Schemas not in ``mapping`` keep their names. Only the two statements right after a
+    marker line (CREATE DATABASE, USE) are rewritten. Works on bytes.
+    """
+
+    def __init__(self, nonce, mapping=None):
+        self.marker = (MARKER_PREFIX + nonce + ': ').encode()
+        self.end = (END_PREFIX + nonce + ': ').encode()
+        self.mapping = dict(mapping or {})
+        self.sections = []
+        self.ended = False
+        self._current = None
+        self._target = None
+        self._header_left = 0
+        self._skip = False
+
+    def feed(self, line):
+        """Return the bytes to send on for one input line (possibly b'')."""
+        if line.startswith(self.marker):
+            db = line[len(self.marker):].decode('utf-8').strip()
+            self._current = db
+            self._target = self.mapping.get(db, db)
+            self._skip = db in self.mapping and self.mapping[db] is None
+            self._header_left = 2
+            self.sections.append(db)
+            if self._skip:
+                return b''
+            return line
+        if line.startswith(self.end):
+            self.ended = True
+            self._skip = False
+            return line
+        if self._skip:
+            return b''
+        if self._header_left and self._target != self._current:
+            self._header_left -= 1
+            old, new = quote_ident(self._current).encode(), quote_ident(self._target).encode()
+            if line.startswith(b'CREATE DATABASE') or line.startswith(b'USE '):
+                return line.replace(old, new, 1)
+            return line
+        if self._header_left:
+            self._header_left -= 1
+        return line
+
+
+def scratch_schema_name(prefix, device, db):
+    """A scratch schema name (<= 64 characters) unique per device and schema."""
+    digest = hashlib.sha1(('%s\0%s' % (device, db)).encode('utf-8')).hexdigest()[:10]
+    name = '%s%s_%s' % (prefix, digest, db)
+    return name[:64]
+
+
+def target_schemas(schemas, prefix=None, mapping=None):
+    """{source schema: target schema} for a restore; an explicit mapping wins over a prefix."""
+    mapping = dict(mapping or {})
+    out = {}
+    for db in schemas:
+        target = mapping.get(db) if db in mapping else ((prefix or '') + db)
+        if target is not None and (len(target) > 64 or not re.match(r'^[A-Za-z0-9_$]+$', target)):
+            raise PolicyError('target schema %r for %r must be 1-64 characters of A-Z a-z 0-9 _ $' % (target, db))
+        out[db] = target
+    targets = [t for t in out.values() if t is not None]
+    if len(set(targets)) != len(targets):
+        raise PolicyError('two schemas would be restored into the same target: %r' % (out,))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Checksums
+# ---------------------------------------------------------------------------------------
+
+def compare_tables(expected, actual):
+    """Compare per-table {"db.table": {"checksum": int|None, "rows": int|None}} maps keyed by
+    the SOURCE names. Returns (ok, detail) with detail a short human sentence."""
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    differ = []
+    for key in sorted(set(expected) & set(actual)):
+        want, got = expected[key], actual[key]
+        for field in ('checksum', 'rows'):
+            if want.get(field) is not None and want.get(field) != got.get(field):
+                differ.append('%s %s %s != %s' % (key, field, got.get(field), want.get(field)))
+    problems = []
+    if missing:
+        problems.append('missing tables: %s' % ', '.join(missing))
+    if extra:
+        problems.append('unexpected tables: %s' % ', '.join(extra))
+    if differ:
+        problems.append('differences: %s' % '; '.join(differ))
+    if problems:
+        return False, '; '.join(problems)
+    rows = sum(int(v.get('rows') or 0) for v in expected.values())
+    return True, '%d tables (%d rows) match' % (len(expected), rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Status record (monitoring contract: /var/lib/edgefleet/backup/status/<device>.json)
+# ---------------------------------------------------------------------------------------
+
+STATUS_KEYS = ('device', 'last_success_ts', 'last_success_file', 'last_size_bytes', 'last_duration_s',
+               'last_attempt_ts', 'last_attempt_ok', 'last_error', 'last_verify_ts', 'last_verify_ok',
+               'last_verify_detail', 'backups_kept')
+
+
+def new_status(device):
+    status = dict((key, None) for key in STATUS_KEYS)
+    status.update(device=device, backups_kept=0, status_version=STATUS_VERSION)
+    return status
+
+
+def normalize_status(device, loaded):
+    """A status dict with every contract key, from whatever was on disk (or None)."""
+    status = new_status(device)
+    if isinstance(loaded, dict):
+        for key, value in loaded.items():
+            status[key] = value
+    status['device'] = device
+    status['status_version'] = STATUS_VERSION
+    return status
+
+
+def record_attempt(status, ok, now, error=None, file_name=None, size=None, duration=None, kept=None,
+                   position=None):
+    status = dict(status)
+    status['last_attempt_ts'] = int(now)
+    status['last_attempt_ok'] = bool(ok)
+    if ok:
+        status.update(last_success_ts=int(now), last_success_file=file_name, last_size_bytes=size,
+                      last_duration_s=None if duration is None else round(float(duration), 3),
+                      last_error=None, last_success_gtid=position)
+    else:
+        status['last_error'] = (error or 'unknown error')[:2000]
+    if kept is not None:
+        status['backups_kept'] = int(kept)
+    return status
+
+
+def record_verify(status, ok, now, detail, file_name=None):
+    status = dict(status)
+    status.update(last_verify_ts=int(now), last_verify_ok=ok, last_verify_detail=(detail or '')[:2000],
+                  last_verify_file=file_name)
+    return status
