@@ -1,0 +1,261 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure backup logic: names, durations, dates, retention, selection, GTID positions, the dump
+stream rewriter, checksum comparison and the status record (no server, no files)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import backup_policy as P
+
+DAY = 86400
+T0 = 1735689600  # 2025-01-01T00:00:00Z
+
+
+# names and times ------------------------------------------------------------------------
+
+def test_file_names_round_trip():
+    name = P.backup_file_name('device01', T0 + 3723, 'logical')
+    assert name == 'device01-20250101T010203Z.sql.zst'
+    assert P.parse_backup_file_name(name) == ('device01', T0 + 3723, 'logical', 0)
+    second = P.backup_file_name('shared_1', T0, 'physical', seq=2)
+    assert second == 'shared_1-20250101T000000Z-2.xbstream.zst'
+    assert P.parse_backup_file_name(second) == ('shared_1', T0, 'physical', 2)
+
+
+@pytest.mark.parametrize('name', [
+    'device01-20250101T010203Z.sql.zst.json', 'device01-20250101T010203Z.sql.zst.partial',
+    'Device01-20250101T010203Z.sql.zst', 'device01-20251301T010203Z.sql.zst', 'device01.sql.zst',
+    'device01-20250101T010203Z.sql.gz', '',
+])
+def test_other_files_are_not_backups(name):
+    assert P.parse_backup_file_name(name) is None
+
+
+def test_bad_subject_or_kind_is_refused():
+    with pytest.raises(P.PolicyError):
+        P.backup_file_name('dev-1', T0)
+    with pytest.raises(P.PolicyError):
+        P.backup_file_name('dev1', T0, 'incremental')
+
+
+def test_same_second_backups_sort_by_sequence():
+    entries = [(P.backup_file_name('d', T0, seq=s), T0) for s in (2, 0, 1)]
+    assert [e[0] for e in sorted(entries, key=P.sort_key)] == [
+        'd-20250101T000000Z.sql.zst', 'd-20250101T000000Z-1.sql.zst', 'd-20250101T000000Z-2.sql.zst']
+
+
+@pytest.mark.parametrize('value,seconds', [
+    (90, 90), ('90', 90), ('90s', 90), ('30m', 1800), ('20h', 72000), ('7d', 604800), ('2w', 1209600),
+    (' 5 h ', 18000), (0, 0),
+])
+def test_durations(value, seconds):
+    assert P.parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize('value', ['', '5y', '-1', -3, True, '1.5h', None])
+def test_bad_durations(value):
+    with pytest.raises(P.PolicyError):
+        P.parse_duration(value)
+
+
+@pytest.mark.parametrize('value,epoch', [
+    ('2025-01-01', T0 + DAY - 1),
+    ('2025-01-01T06:30', T0 + 6 * 3600 + 1800),
+    ('2025-01-01T06:30:15Z', T0 + 6 * 3600 + 1815),
+    ('2025-01-01 06:30:15+00:00', T0 + 6 * 3600 + 1815),
+    ('20250101T000001', T0 + 1),
+    (str(T0), T0), (T0, T0), ('newest', None), ('', None), (None, None), ('latest', None),
+])
+def test_when(value, epoch):
+    assert P.parse_when(value) == epoch
+
+
+def test_when_start_of_day_on_request():
+    assert P.parse_when('2025-01-01', end_of_day=False) == T0
+
+
+@pytest.mark.parametrize('value', ['yesterday', '2025-13-01', '01/02/2025', True])
+def test_bad_when(value):
+    with pytest.raises(P.PolicyError):
+        P.parse_when(value)
+
+
+# schedule, retention, selection -------------------------------------------------------------
+
+def test_due():
+    assert P.is_due(None, 3600, T0)
+    assert not P.is_due(T0 - 100, 3600, T0)
+    assert P.is_due(T0 - 3600, 3600, T0)
+    assert P.is_due(T0 - 1, 3600, T0, force=True)
+
+
+def daily(days, hour=1):
+    return [(P.backup_file_name('d', T0 + d * DAY + hour * 3600), T0 + d * DAY + hour * 3600) for d in days]
+
+
+def test_retention_keeps_last_n_and_young_ones():
+    backups = daily(range(30))
+    now = T0 + 29 * DAY + 2 * 3600
+    keep, remove = P.retention(backups, keep_last=3, keep_days=7, now=now)
+    assert keep == [b[0] for b in reversed(backups[-7:])]  # days 23..29 are younger than 7 days
+    assert remove == [b[0] for b in reversed(backups[:-7])]
+    keep, _ = P.retention(backups, keep_last=10, keep_days=2, now=now)
+    assert len(keep) == 10
+
+
+def test_retention_never_deletes_the_newest_backup():
+    backups = daily([0, 1, 2])
+    keep, remove = P.retention(backups, keep_last=0, keep_days=0, now=T0 + 400 * DAY)
+    assert keep == [backups[-1][0]] and len(remove) == 2
+    assert P.retention([], 3, 3, T0) == ([], [])
+
+
+def test_retention_keeps_backups_from_the_future():
+    backups = daily([0, 10])
+    keep, remove = P.retention(backups, keep_last=0, keep_days=1, now=T0 + 5 * DAY)
+    assert keep == [backups[1][0]] and remove == [backups[0][0]]
+
+
+def test_retention_age_boundary_is_exclusive():
+    backups = daily([0, 1])
+    keep, remove = P.retention(backups, keep_last=1, keep_days=1, now=backups[0][1] + DAY)
+    assert remove == [backups[0][0]]
+
+
+@pytest.mark.parametrize('keep_last,keep_days', [(-1, 1), (1, -1), ('3', 1), (True, 1), (None, 1)])
+def test_bad_retention_policy(keep_last, keep_days):
+    with pytest.raises(P.PolicyError):
+        P.retention(daily([0]), keep_last, keep_days, T0)
+
+
+def test_duplicate_names_are_an_error():
+    with pytest.raises(P.PolicyError):
+        P.retention(daily([0]) * 2, 1, 1, T0)
+
+
+def test_select_backup_as_of():
+    backups = daily([0, 1, 2])
+    assert P.select_backup(backups) == backups[2][0]
+    assert P.select_backup(backups, P.parse_when('2025-01-02')) == backups[1][0]
+    assert P.select_backup(backups, backups[1][1]) == backups[1][0]
+    assert P.select_backup(backups, backups[1][1] - 1) == backups[0][0]
+    assert P.select_backup(backups, T0) is None
+    assert P.select_backup([], None) is None
+
+
+# GTID -------------------------------------------------------------------------------------------
+
+def test_gtid_positions():
+    assert P.parse_gtid_pos('0-1-5, 1000-1000-42\n') == {0: (1, 5), 1000: (1000, 42)}
+    assert P.format_gtid_pos({1000: (1000, 42), 0: (1, 5)}) == '0-1-5,1000-1000-42'
+    assert P.filter_gtid_pos('0-1-5,1000-1000-42,1001-1001-7', [1000]) == '1000-1000-42'
+    assert P.filter_gtid_pos('', [1000]) == ''
+    assert P.gtid_behind('1000-1000-40', '1000-1000-42,1001-1001-1') == {1000: (40, 42), 1001: (None, 1)}
+    assert P.gtid_behind('1000-1000-42', '1000-1000-42') == {}
+
+
+@pytest.mark.parametrize('text', ['1-2', '1-2-x', '0-1-5,0-1-6', 'a-b-c'])
+def test_bad_gtid_positions(text):
+    with pytest.raises(P.PolicyError):
+        P.parse_gtid_pos(text)
+
+
+# dump stream --------------------------------------------------------------------------------------
+
+def stream(nonce='abc123', schemas=('app', 'audit')):
+    lines = []
+    for db in schemas:
+        lines += P.section_header(nonce, db, '/*!40100 DEFAULT CHARACTER SET utf8mb4 */')
+        lines += ['CREATE TABLE `t` (id INT);\n', "INSERT INTO `t` VALUES (1),(2);\n",
+                  "INSERT INTO `notes` VALUES ('USE `%s`;');\n" % db,
+                  '-- edgefleet-schema other: %s\n' % db]
+    lines.append(P.stream_end(nonce, len(schemas)))
+    return [line.encode() for line in lines]
+
+
+def run_rewriter(rewriter, lines):
+    return b''.join(rewriter.feed(line) for line in lines).decode()
+
+
+def test_section_header_and_database_options():
+    assert P.section_header('n', 'app') == ['-- edgefleet-schema n: app\n', 'CREATE DATABASE IF NOT EXISTS `app`;\n',
+                                            'USE `app`;\n']
+    create = 'CREATE DATABASE `dev1_app` /*!40100 DEFAULT CHARACTER SET latin1 COLLATE latin1_swedish_ci */'
+    assert P.database_options(create) == '/*!40100 DEFAULT CHARACTER SET latin1 COLLATE latin1_swedish_ci */'
+    assert P.database_options('CREATE DATABASE `a``b`') == ''
+    assert P.quote_ident('a`b') == '`a``b`'
+
+
+def test_rewriter_renames_only_the_section_headers():
+    rewriter = P.SchemaRewriter('abc123', {'app': 'scratch_app'})
+    out = run_rewriter(rewriter, stream())
+    assert 'CREATE DATABASE IF NOT EXISTS `scratch_app` /*!40100' in out and 'USE `scratch_app`;\n' in out
+    assert "VALUES ('USE `app`;')" in out  # data is never touched
+    assert 'USE `audit`;\n' in out
+    assert rewriter.sections == ['app', 'audit'] and rewriter.ended
+
+
+def test_rewriter_skips_sections_mapped_to_none():
+    rewriter = P.SchemaRewriter('abc123', {'audit': None})
+    out = run_rewriter(rewriter, stream())
+    assert 'audit' not in out.replace("VALUES ('USE `app`;')", '') and 'USE `app`;' in out
+    assert rewriter.ended
+
+
+def test_rewriter_ignores_markers_with_another_nonce_and_detects_truncation():
+    rewriter = P.SchemaRewriter('zzz', {'app': 'x'})
+    out = run_rewriter(rewriter, stream()[:-1])
+    assert 'USE `app`;' in out and not rewriter.ended and rewriter.sections == []
+
+
+def test_target_schemas():
+    assert P.target_schemas(['app', 'audit'], prefix='r_') == {'app': 'r_app', 'audit': 'r_audit'}
+    assert P.target_schemas(['app', 'audit'], mapping={'audit': None}) == {'app': 'app', 'audit': None}
+    with pytest.raises(P.PolicyError):
+        P.target_schemas(['app', 'audit'], mapping={'app': 'same', 'audit': 'same'})
+    with pytest.raises(P.PolicyError):
+        P.target_schemas(['app'], prefix='x' * 62)
+    with pytest.raises(P.PolicyError):
+        P.target_schemas(['app'], mapping={'app': 'bad name'})
+
+
+def test_scratch_names_are_short_and_distinct():
+    names = set()
+    for device in ('d' * 32, 'dev1', 'dev2'):
+        for db in ('a' * 31, 'app'):
+            name = P.scratch_schema_name('edgefleet_verify_', device, db)
+            assert len(name) <= 64 and name.startswith('edgefleet_verify_')
+            names.add(name)
+    assert len(names) == 6
+
+
+# checksums and status ----------------------------------------------------------------------------
+
+def test_compare_tables():
+    want = {'app.t': {'checksum': 1, 'rows': 2}, 'app.u': {'checksum': None, 'rows': 0}}
+    assert P.compare_tables(want, {'app.t': {'checksum': 1, 'rows': 2}, 'app.u': {'checksum': 5, 'rows': 0}}) == \
+        (True, '2 tables (2 rows) match')
+    ok, detail = P.compare_tables(want, {'app.t': {'checksum': 9, 'rows': 2}, 'app.x': {}})
+    assert not ok
+    assert 'missing tables: app.u' in detail and 'unexpected tables: app.x' in detail
+    assert 'app.t checksum 9 != 1' in detail
+
+
+def test_status_record():
+    status = P.normalize_status('dev1', None)
+    assert set(P.STATUS_KEYS) <= set(status) and status['backups_kept'] == 0 and status['last_verify_ok'] is None
+    good = P.record_attempt(status, True, T0, file_name='f', size=10, duration=1.23456, kept=3, position='1-1-1')
+    assert good['last_success_ts'] == T0 and good['last_attempt_ok'] is True and good['last_duration_s'] == 1.235
+    bad = P.record_attempt(good, False, T0 + 60, error='boom', kept=3)
+    assert bad['last_success_ts'] == T0 and bad['last_success_file'] == 'f' and bad['last_attempt_ok'] is False
+    assert bad['last_error'] == 'boom' and bad['last_attempt_ts'] == T0 + 60
+    again = P.record_attempt(bad, True, T0 + 120, file_name='g', size=11, duration=1, kept=4)
+    assert again['last_error'] is None
+    verified = P.record_verify(again, True, T0 + 200, 'ok', file_name='g')
+    assert verified['last_verify_ok'] is True and verified['last_verify_file'] == 'g'
+    kept_unknown = P.normalize_status('dev1', {'device': 'other', 'extra': 1})
+    assert kept_unknown['device'] == 'dev1' and kept_unknown['extra'] == 1
