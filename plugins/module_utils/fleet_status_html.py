@@ -45,6 +45,7 @@ table { border-collapse:collapse; width:100%; background:var(--card); border:1px
 th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { background:#eef0f4; font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
 td.num { text-align:right; white-space:nowrap; }
+td:first-child { white-space:nowrap; }
 td.problem { max-width:520px; color:var(--muted); }
 tr[hidden] { display:none; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; color:#fff; font-size:12px;
