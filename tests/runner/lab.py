@@ -1,0 +1,122 @@
+"""Lab helpers for the rebalance / runner tests: the shared lab lock, scaling the lab to two
+cloud hosts and back, fresh inventories after moves, SQL on lab hosts over pinned SSH."""
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import time
+
+from tests.runner.support import ROOT, environment, plain
+
+LOCK = "/tmp/edgefleet-lab.lock"
+INVENTORY = os.path.join(ROOT, "inventories", "lab", "lab.fleet.yml")
+STATE = os.path.join(ROOT, "lab", ".state")
+
+
+@contextlib.contextmanager
+def lab_lock():
+    """The lock every user of the shared lab holds (same file as `flock /tmp/edgefleet-lab.lock`)."""
+    with open(LOCK, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run(args, timeout=1800, check=True):
+    """A command in the repository root with the project's Ansible environment."""
+    env = dict(os.environ, **environment())
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode:
+        raise AssertionError("%s failed (rc=%d):\n%s\n%s" % (" ".join(args), proc.returncode, proc.stdout[-8000:],
+                                                            proc.stderr[-3000:]))
+    return proc
+
+
+def recap(stdout):
+    """{host: {ok, changed, unreachable, failed}} from a PLAY RECAP."""
+    out = {}
+    for match in re.finditer(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", stdout, re.M):
+        out[match.group(1)] = dict(ok=int(match.group(2)), changed=int(match.group(3)),
+                                   unreachable=int(match.group(4)), failed=int(match.group(5)))
+    return out
+
+
+def scale(devices, clouds):
+    """lab/up.yml to this size, connection vars, then site.yml (what the lab rules ask for)."""
+    run(["ansible-playbook", "lab/up.yml", "-e", "lab_devices=%d" % devices, "-e", "lab_clouds=%d" % clouds])
+    run(["make", "--no-print-directory", "lab-vars"])
+    return run(["ansible-playbook", "site.yml"])
+
+
+def inventory():
+    """A fresh `ansible-inventory --list` of the lab fleet (allocations change during moves)."""
+    out = run(["ansible-inventory", "-i", INVENTORY, "--list"]).stdout
+    return plain(json.loads(out))
+
+
+def allocations():
+    """{device: {cloud_host, tunnel ports, replica ...}} from the lab's allocation file."""
+    with open(os.path.join(ROOT, "inventories", "lab", "registry.alloc.yml"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def shell(host, command, check=True, timeout=300):
+    """A shell command on a lab host over SSH with the lab key and pinned host keys."""
+    inv = inventory_cache()
+    address = inv["_meta"]["hostvars"][host]["ansible_host"]
+    proc = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", os.path.join(STATE, "id_ed25519"), "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=" + os.path.join(STATE, "known_hosts"),
+         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "root@" + address, command],
+        capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode:
+        raise AssertionError("%s: %s failed (rc=%d): %s" % (host, command, proc.returncode, proc.stderr))
+    return proc.stdout
+
+
+_INV = {}
+
+
+def inventory_cache(refresh=False):
+    if refresh or "inv" not in _INV:
+        _INV["inv"] = inventory()
+    return _INV["inv"]
+
+
+def sql(host, query, socket="/run/mysqld/mysqld.sock"):
+    out = shell(host, "mariadb --socket=%s -N -B -e %s" % (socket, _quote(query)))
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def _quote(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def replica_socket(instance):
+    return "/run/mysqld/edgefleet-%s.sock" % instance
+
+
+def instance_pids(cloud):
+    """{instance: main pid} of the replica instances running on a cloud host."""
+    out = shell(cloud, "for u in $(systemctl list-units --plain --no-legend --state=active 'mariadb@*' | cut -d' ' -f1); "
+                       "do echo $u $(systemctl show -p ExecMainPID --value $u); done")
+    pids = {}
+    for line in out.splitlines():
+        unit, pid = line.split()
+        pids[unit[len("mariadb@"):-len(".service")]] = int(pid)
+    return pids
+
+
+def wait_for(predicate, timeout=120, interval=2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ds waiting for %s" % (timeout, what))
+        time.sleep(interval)
