@@ -1,0 +1,194 @@
+"""Faults while every device writes: no row lost, none duplicated, replication back by itself.
+
+Each test starts the writer on every device (tests/faults/writer.py: one insert with a sequence
+number and one update per tick), injects one fault, measures the time from the fault being
+cleared to the first row written after that moment arriving on the affected replicas, stops the
+writers, waits for catch-up and compares every device with its replica: sequence numbers (lost,
+duplicated, extra) and CHECKSUM TABLE of every table of the device's `app` schema.
+
+Full form: `make test-faults`; short form (`-m "not slow"`): `make test-faults-short`.
+"""
+import time
+
+import pytest
+
+from tests.faults import harness
+from tests.faults.harness import LabError, podman, sh, sql
+
+pytestmark = [pytest.mark.lab]
+
+TUNNEL_GOAL = 30      # seconds from a cleared tunnel cut to replicating again
+REPLICA_GOAL = 60     # seconds from a replica crash to replicating again
+RESTART_BOUND = 180   # other faults: recorded, and must recover by themselves within this
+
+
+def exercise(lab, fault, affected, inject, goal=None, bound=RESTART_BOUND, mode=None, warmup=3.0,
+             after=3.0):
+    """Run writers on every device, inject a fault (inject() blocks until the fault is cleared
+    and returns that moment as an epoch), measure recovery, compare everything, record a row."""
+    run = harness.new_run(fault)
+    result = {"fault": fault, "mode": mode or ",".join(sorted({d.mode for d in affected})), "goal": goal,
+              "run": run, "affected": [d.name for d in affected]}
+    harness.start_writers(lab.devices, run)
+    try:
+        warm = harness.wait_rows(lab.devices, run, since=time.time(), timeout=90)
+        cold = sorted(name for name, seen in warm.items() if seen is None)
+        if cold:
+            raise LabError(f"{fault}: not replicating before the fault was injected: {cold}")
+        time.sleep(warmup)
+        t_fault = time.time()
+        t_clear = inject()
+        result["fault_seconds"] = round(t_clear - t_fault, 1)
+        seen = harness.wait_rows(affected, run, since=t_clear, timeout=bound)
+        result["recover_per_device"] = {name: (None if at is None else round(at - t_clear, 1))
+                                        for name, at in seen.items()}
+        back = [at for at in seen.values() if at is not None]
+        result["recover_s"] = (max(back) - t_clear) if len(back) == len(seen) else None
+        t_back = max(back) if back else time.time()
+        time.sleep(after)
+    finally:
+        harness.stop_writers(lab.devices, run)
+    writes = failed = 0
+    for device in affected:
+        ok, bad = harness.writes_between(device, run, t_fault, t_back)
+        writes += ok
+        failed += bad
+    result["writes_during"] = writes
+    result["failed_attempts_during"] = failed
+    comparisons, errors = [], []
+    for device in lab.devices:
+        try:
+            harness.catch_up(device)
+        except LabError as exc:
+            errors.append(str(exc))
+        comparisons.append(harness.compare(device, run))
+    result["devices"] = comparisons
+    result["lost"] = sum(c["lost"] + len(c["lost_on_device"]) for c in comparisons)
+    result["duplicates"] = sum(c["duplicates"] + c["extra_on_replica"] for c in comparisons)
+    mismatched = [f"{c['device']}: {c['checksum_mismatch']}" for c in comparisons if c["checksum_mismatch"]]
+    result["ok"] = (not errors and not mismatched and result["lost"] == 0 and result["duplicates"] == 0
+                    and result["recover_s"] is not None and (goal is None or result["recover_s"] < goal))
+    harness.record(result)
+    print(f"\n{fault}: recovered in "
+          f"{'never' if result['recover_s'] is None else '%.1fs' % result['recover_s']} "
+          f"{result['recover_per_device']}; writes during fault {writes} (failed attempts {failed}); "
+          f"lost {result['lost']}, duplicates {result['duplicates']}")
+    assert not errors, errors
+    assert result["lost"] == 0, [(c["device"], c["lost_sample"], c["lost_on_device"]) for c in comparisons]
+    assert result["duplicates"] == 0, comparisons
+    assert not mismatched, f"table checksums differ between device and replica: {mismatched}"
+    assert result["recover_s"] is not None, f"{fault}: replication did not resume within {bound}s"
+    if goal is not None:
+        assert result["recover_s"] < goal, f"{fault}: {result['recover_s']:.1f}s to recover, goal < {goal}s"
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Tunnel cut
+# --------------------------------------------------------------------------------------------
+
+def test_tunnel_ssh_killed(lab):
+    """SIGKILL the device's ssh (autossh's child): autossh starts a new one, the replica's IO
+    thread reconnects."""
+    device = lab.devices[0]
+
+    def inject():
+        pids = sh(device.name, "pgrep -x ssh || true").stdout.split()
+        assert pids, f"{device.name}: no ssh process of the tunnel"
+        sh(device.name, "pkill -KILL -x ssh")
+        return time.time()
+
+    exercise(lab, "tunnel: ssh killed", [device], inject, goal=TUNNEL_GOAL)
+
+
+def link_cut(device, seconds):
+    """Take the device's only link down for `seconds` (from inside: NET_ADMIN); a systemd timer
+    in the device brings it back even if this process dies."""
+    def inject():
+        sh(device.name, f"systemd-run --quiet --unit edgefleet-fault-linkup --on-active={int(seconds) + 60} "
+                        "/usr/sbin/ip link set eth0 up")
+        try:
+            sh(device.name, "ip link set eth0 down")
+            time.sleep(seconds)
+        finally:
+            sh(device.name, "ip link set eth0 up; systemctl stop edgefleet-fault-linkup.timer 2>/dev/null; true")
+        return time.time()
+    return inject
+
+
+def test_tunnel_link_cut_60s(lab):
+    """The device's network is gone for 60 s (longer than the keep-alives on both sides)."""
+    device = lab.devices[-1]
+    exercise(lab, "tunnel: link down 60 s", [device], link_cut(device, 60), goal=TUNNEL_GOAL)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Replica crash
+# --------------------------------------------------------------------------------------------
+
+def crash_replica(device):
+    def inject():
+        unit = f"mariadb@{device.instance}.service"
+        pid = sh(device.cloud, f"systemctl show -p MainPID --value {unit}").stdout.strip()
+        assert pid and pid != "0", f"{unit} has no main process"
+        sh(device.cloud, f"kill -KILL {pid}")
+        return time.time()
+    return inject
+
+
+def test_replica_crash_instance_mode(lab):
+    """SIGKILL the replica mysqld of one device mid-stream: systemd restarts it, crash recovery
+    (relay_log_recovery, gtid_slave_pos in InnoDB) resumes without loss or duplicates."""
+    device = next((d for d in lab.devices if d.mode == "instance"), None)
+    if device is None:
+        pytest.skip("no instance-mode device in the lab")
+    exercise(lab, "replica crash (SIGKILL mysqld)", [device], crash_replica(device), goal=REPLICA_GOAL)
+    restarts = sh(device.cloud, f"systemctl show -p NRestarts --value mariadb@{device.instance}").stdout.strip()
+    assert int(restarts or 0) >= 1, "the replica came back, but not through systemd's Restart="
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Device restart
+# --------------------------------------------------------------------------------------------
+
+def test_device_mysqld_restart(lab):
+    """Restart the device's own mysqld while its application writes (writes fail for a moment)."""
+    device = lab.devices[0]
+
+    def inject():
+        sh(device.name, "systemctl restart mariadb")
+        return time.time()
+
+    exercise(lab, "device mysqld restart", [device], inject)
+
+
+@pytest.mark.slow
+def test_device_reboot(lab):
+    """Reboot the whole device container (podman restart): mysqld, tunnel and the application
+    come back at boot by themselves."""
+    device = lab.devices[-1]
+
+    def inject():
+        podman("restart", device.name)
+        return time.time()
+
+    exercise(lab, "device reboot (podman restart)", [device], inject)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Cloud restart
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cloud_restart(lab):
+    """Restart the cloud container: every replica instance and the tunnel sshd go down at once."""
+    cloud = lab.clouds[0]
+    affected = [d for d in lab.devices if d.cloud == cloud]
+
+    def inject():
+        podman("restart", cloud)
+        return time.time()
+
+    exercise(lab, "cloud restart (podman restart)", affected, inject)
+    for device in affected:
+        assert sql(device.cloud, "SELECT @@read_only", socket=device.socket)[0][0] == "1"
