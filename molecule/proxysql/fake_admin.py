@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A stand-in for ProxySQL's admin interface, for tests (no ProxySQL binary can be installed here).
 
@@ -26,7 +26,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import socketserver
 import sqlite3
 import struct

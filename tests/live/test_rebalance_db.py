@@ -57,7 +57,7 @@ def test_move_and_drain_persist_in_the_db(spec, mode):
 
     # one device: check mode writes nothing, the real run persists exactly the engine's state
     dev = on1[0]
-    plan, _ = run_move(reg, policy, move_ids=[dev], move_to='cloud02', check_mode=True, now=T0 + 60)
+    plan, dummy = run_move(reg, policy, move_ids=[dev], move_to='cloud02', check_mode=True, now=T0 + 60)
     assert plan.changed
     with reg.transaction(write=False) as tx:
         assert tx.load_state()['allocations'] == first

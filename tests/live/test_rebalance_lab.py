@@ -63,7 +63,7 @@ def writer_done(device):
 
 def device_data(device):
     (count, pos), = lab.sql(device, "SELECT COUNT(*), @@gtid_binlog_pos FROM app.rb")
-    (_, checksum), = lab.sql(device, "CHECKSUM TABLE app.rb")
+    (dummy, checksum), = lab.sql(device, "CHECKSUM TABLE app.rb")
     return int(count), pos, checksum
 
 
@@ -73,7 +73,7 @@ def replica_data(device, pos):
     (waited,), = lab.sql(rec["cloud_host"], "SELECT MASTER_GTID_WAIT('%s', 120)" % pos, sock)
     assert waited == "0", "%s's replica on %s did not reach %s" % (device, rec["cloud_host"], pos)
     (count,), = lab.sql(rec["cloud_host"], "SELECT COUNT(*) FROM app.rb", sock)
-    (_, checksum), = lab.sql(rec["cloud_host"], "CHECKSUM TABLE app.rb", sock)
+    (dummy, checksum), = lab.sql(rec["cloud_host"], "CHECKSUM TABLE app.rb", sock)
     return int(count), checksum
 
 
@@ -169,7 +169,7 @@ def test_rebalance_one_device_keeps_rows_and_checksums(two_clouds):
     restarted = [i for c in pids for i, p in pids[c].items()
                  if i != moving and lab.instance_pids(c).get(i) not in (p,)]
     print("\nrebalance %s cloud02 -> cloud01: recap %s; other replica instances restarted: %s"
-          % (moving, {h: v for h, v in stats.get("changed", {}).items()}, restarted or "none"))
+          % (moving, dict(stats.get("changed", {})), restarted or "none"))
     # a repeated run changes nothing
     again, out = rebalance(device_id=moving, target_host="cloud01")
     assert not again.get("changed", {}).get("cloud01") and not again.get("changed", {}).get("cloud02")

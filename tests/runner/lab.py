@@ -31,8 +31,8 @@ def run(args, timeout=1800, check=True):
     env = dict(os.environ, **environment())
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode:
-        raise AssertionError("%s failed (rc=%d):\n%s\n%s" % (" ".join(args), proc.returncode, proc.stdout[-8000:],
-                                                            proc.stderr[-3000:]))
+        raise AssertionError("%s failed (rc=%d):\n%s\n%s"
+                             % (" ".join(args), proc.returncode, proc.stdout[-8000:], proc.stderr[-3000:]))
     return proc
 
 

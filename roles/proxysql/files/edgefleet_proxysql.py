@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, edgefleet maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -101,8 +101,8 @@ def proxysql_desired(clouds, databases, routing='schema', rules_table='query_rul
         for inst in sorted(cloud.get('instances') or [], key=lambda i: i['name']):
             hostgroup = hostgroup_for(inst.get('server_id'), hostgroup_base, server_id_base)
             if hostgroup in hostgroups:
-                _fail('hostgroup %d is used by %s and %s/%s' % (hostgroup, hostgroups[hostgroup], cloud['name'],
-                                                                 inst['name']))
+                _fail('hostgroup %d is used by %s and %s/%s'
+                      % (hostgroup, hostgroups[hostgroup], cloud['name'], inst['name']))
             hostgroups[hostgroup] = '%s/%s' % (cloud['name'], inst['name'])
             servers.append({'hostgroup_id': hostgroup, 'hostname': host, 'port': _int(inst['port'], 'instance port'),
                             'status': 'ONLINE', 'weight': 1, 'max_connections': _int(max_connections, 'max_connections'),

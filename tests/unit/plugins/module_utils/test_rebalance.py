@@ -197,8 +197,8 @@ def test_full_target_is_refused():
     h = hosts({'name': 'cloud01', 'capacity': 1}, {'name': 'cloud02', 'capacity': 1})
     state = alloc(d, h).state
     with pytest.raises(FleetError, match='capacity 1 reached'):
-        move(d, h, state, ['a'], target=[x for x in ('cloud01', 'cloud02')
-                                          if x != state['allocations']['a']['cloud_host']][0])
+        other = [x for x in ('cloud01', 'cloud02') if x != state['allocations']['a']['cloud_host']][0]
+        move(d, h, state, ['a'], target=other)
 
 
 def test_moved_ports_are_reused_only_after_quarantine():
