@@ -91,7 +91,7 @@ def row_hash_sql(columns):
     if not columns:
         return "MD5('')"
     values = ', '.join(column_expr(name, data_type) for name, data_type in columns)
-    nulls = ', '.join('ISNULL(%s)' % quote_ident(name) for name, _ in columns)
+    nulls = ', '.join('ISNULL(%s)' % quote_ident(column[0]) for column in columns)
     return "MD5(CONCAT_WS('#', %s, CONCAT(%s)))" % (values, nulls)
 
 
@@ -317,8 +317,8 @@ def check_device(device_connect, replica, dialect, channel, schema_map, options=
             raise CheckError('no replication channel %r on the replica' % channel)
         if status['last_sql_errno'] and not status['sql_thread']:
             raise CheckError('replication is stopped on SQL error %d (%s); fix or resync it '
-                             'first (playbooks/resync.yml)' % (status['last_sql_errno'],
-                                                                status['last_sql_error']))
+                             'first (playbooks/resync.yml)'
+                             % (status['last_sql_errno'], status['last_sql_error']))
         was_running = bool(status['io_thread'] and status['sql_thread'])
         try:
             device = device_connect()

@@ -555,7 +555,7 @@ def render_metrics(report):
     Device series carry device, site, cloud_host and replica (the replica instance; not
     ``instance``, which Prometheus sets to the scraped target).
     """
-    series = dict((name, []) for name, _ in METRICS)
+    series = dict((metric[0], []) for metric in METRICS)
     for record in report['devices']:
         base = [('device', record['device']), ('site', record['site']),
                 ('cloud_host', record['cloud_host']), ('replica', record['instance'])]

@@ -66,7 +66,7 @@ def listening_ports(paths=PROC_NET):
             fields = line.split()
             if len(fields) < 4 or fields[3] != TCP_LISTEN:
                 continue
-            address, _, port = fields[1].partition(':')
+            address, port = fields[1].split(':', 1)
             if address.upper() in _LOOPBACK_OR_ANY:
                 ports.add(int(port, 16))
     return ports

@@ -16,7 +16,7 @@ description:
   - Runs on a cloud host and reports, for every device given in O(devices), whether its
     reverse tunnel is up, the state of its replication channel, its last backup and its last
     consistency check, with one overall RV(devices[].state) and the problems in plain words.
-  - One call gathers everything: the host's listening sockets are read once (a device's
+  - One call gathers everything. The host's listening sockets are read once (a device's
     tunnel is up when C(127.0.0.1:<tunnel_mysql_port>) listens), each replica instance is
     asked once for all its channels, and one status file per device is read. The number of
     tasks does not grow with the fleet.

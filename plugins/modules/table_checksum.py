@@ -23,7 +23,7 @@ description:
     again if it was running."
   - A table checksum is the row count and the sums of both halves of every row's MD5 (all
     columns by value plus a NULL map), computed by the servers. For tables that differ and have
-    a primary key, the differing keys are named (RV(devices[].tables[].keys)).
+    a primary key, the differing keys are named (C(keys) in RV(devices[].tables)).
   - One call for all devices of the host; devices are checked one after the other, so each
     channel is paused only for its own check (seconds for small databases).
   - Takes the same server lock as M(edgefleet.mysql_backup.replication_source) while a channel
@@ -253,7 +253,7 @@ def check_all(params, devices):
             base.update(result)
             results.append(base)
     finally:
-        for conn, _ in replicas.values():
+        for conn, _dialect in replicas.values():
             if conn is not None:
                 try:
                     conn.close()

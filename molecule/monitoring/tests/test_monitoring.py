@@ -104,8 +104,8 @@ def broken_fleet():
         # 2. break the other device's replication: the replica already has the row the device
         #    inserts next (written there with sql_log_bin=0, root bypasses read_only) -> 1062
         device = lab_host(broken)
-        device.check_output("mariadb -e %s", f"USE app; CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
-                                              "(id INT PRIMARY KEY, v VARCHAR(20))")
+        device.check_output("mariadb -e %s",
+                            f"USE app; CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INT PRIMARY KEY, v VARCHAR(20))")
         hv = hostvars(broken)
         schema = "app" if hv["edgefleet_replica_mode"] != "channel" else hv["edgefleet_schema_prefix"] + "app"
         wait(lambda: replica_sql(broken, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
@@ -165,7 +165,7 @@ def test_terminal_table(broken_fleet, status_run):
 
 
 def test_json(broken_fleet, status_run):
-    _, out_dir = status_run
+    out_dir = status_run[1]
     report = json.loads((out_dir / "status.json").read_text())
     states = {d["device"]: d["state"] for d in report["devices"]}
     assert states == expected_states(broken_fleet)

@@ -46,4 +46,4 @@ def test_monitoring_playbook_check_mode_changes_nothing():
                           env=dict(ENV, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"), cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
     recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
-    assert recap and all(changed == "0" for _, changed in recap), proc.stdout[-2000:]
+    assert recap and all(changed == "0" for _host, changed in recap), proc.stdout[-2000:]

@@ -136,8 +136,8 @@ def test_missing_channel_and_unreachable_instance_are_errors():
 
 
 def test_connecting_with_tunnel_up_is_offline():
-    rec = record(device('d1', 20000), chan=channel('d1', health='connecting', io='Connecting',
-                                                  behind=None, io_errno=2013))
+    rec = record(device('d1', 20000),
+                 chan=channel('d1', health='connecting', io='Connecting', behind=None, io_errno=2013))
     assert rec['state'] == 'offline'
     assert 'tunnel up but the device database does not answer' in rec['problems'][0]
 
@@ -272,8 +272,8 @@ def test_metrics_per_device():
     assert value(samples, 'edgefleet_consistency_tables_differing', 'd-ok') == -1
     assert value(samples, 'edgefleet_device_state', 'd-error', state='error') == 1
     assert value(samples, 'edgefleet_device_state', 'd-error', state='ok') == 0
-    assert sum(v for _, v in samples['edgefleet_device_state']) == 6
-    labels = [lab for lab, _ in samples['edgefleet_tunnel_up']]
+    assert sum(sample[1] for sample in samples['edgefleet_device_state']) == 6
+    labels = [sample[0] for sample in samples['edgefleet_tunnel_up']]
     assert all(set(lab) == {'device', 'site', 'cloud_host', 'replica'} for lab in labels)
     up = dict((lab['replica'], v) for lab, v in samples['edgefleet_replica_instance_up'])
     assert up == {'d-ok': 1, 'gone': 0}

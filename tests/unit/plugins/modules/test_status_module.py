@@ -48,7 +48,7 @@ def test_fleet_status_collects_in_one_call(mocker, tmp_path):
                                         '_ansible_check_mode': True})
     assert result['changed'] is False and 'failed' not in result
     assert collect.call_count == 1
-    args, _ = collect.call_args
+    args = collect.call_args[0]
     assert args[2] == 'cloud01' and args[3]['lag_threshold'] == 60
 
 
