@@ -495,7 +495,7 @@ def render_table(report):
 
 METRICS = (
     ('edgefleet_device_info', 'Device identity and placement (always 1).'),
-    ('edgefleet_device_state', 'Device state, one series per state (1 = current state).'),
+    ('edgefleet_device_state', 'Current device state in the state label (always 1).'),
     ('edgefleet_tunnel_up', '1 when the device tunnel MySQL port listens on the cloud host.'),
     ('edgefleet_tunnel_ssh_up', '1 when the device tunnel SSH back-channel port listens.'),
     ('edgefleet_replication_running',
@@ -564,9 +564,8 @@ def render_metrics(report):
         series['edgefleet_device_info'].append((base + [
             ('mode', record['mode']), ('channel', record['channel']),
             ('status', record['status'])], 1))
-        for state in STATES:
-            series['edgefleet_device_state'].append(
-                (base + [('state', state)], 1 if record['state'] == state else 0))
+        # One series per device, labelled with its current state (count by (state) for totals).
+        series['edgefleet_device_state'].append((base + [('state', record['state'])], 1))
         series['edgefleet_tunnel_up'].append((base, tunnel['up']))
         if tunnel['ssh_up'] is not None:
             series['edgefleet_tunnel_ssh_up'].append((base, tunnel['ssh_up']))

@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 try:
     import pymysql
@@ -50,6 +51,8 @@ DEFAULTS = {
     'connect_timeout': 5,
     'backup_status_dir': '/var/lib/edgefleet/backup/status',
     'consistency_dir': '/var/lib/edgefleet/consistency',
+    # Replica instances read in parallel (instance mode: one small server per device).
+    'workers': 8,
 }
 
 
@@ -173,12 +176,14 @@ def collect(devices, instances, cloud_host, options=None, now=None, listening=No
         listening = listening_ports()
     names = set(i['name'] for i in instances or [])
     names.update(d.get('replica_instance') for d in devices or [] if d.get('replica_instance'))
-    instance_info = {}
-    for name in sorted(names):
+
+    def read(name):
         socket_path = os.path.join(opts['socket_dir'], 'edgefleet-%s.sock' % name)
-        instance_info[name] = read_instance(socket_path, opts['lag_threshold'],
-                                            opts['login_user'], opts['login_password'],
-                                            opts['connect_timeout'])
+        return name, read_instance(socket_path, opts['lag_threshold'], opts['login_user'],
+                                   opts['login_password'], opts['connect_timeout'])
+
+    with ThreadPoolExecutor(max_workers=max(1, int(opts['workers']))) as pool:
+        instance_info = dict(pool.map(read, sorted(names)))
     records = []
     for device in devices or []:
         info = instance_info.get(device.get('replica_instance'))

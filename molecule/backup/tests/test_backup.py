@@ -315,7 +315,7 @@ def test_restore_playbook_onto_a_fresh_device_brings_its_data_back():
         assert 'app' not in host.check_output('mariadb --socket=%s -N -e "SHOW DATABASES"', sock).split()
         done = playbook(*base, '-e', 'restore_confirm=%s' % device)
         assert done.returncode == 0, done.stdout[-4000:]
-        assert "'action': 'set'" in done.stdout or '"action": "set"' in done.stdout
+        assert 'action: set' in done.stdout or "'action': 'set'" in done.stdout, done.stdout[-3000:]
         newest = status(device)
         position = newest['last_success_gtid']
         assert host.check_output('mariadb --socket=%s -N -e "SELECT @@GLOBAL.gtid_binlog_state"', sock) == position

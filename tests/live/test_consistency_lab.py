@@ -1,0 +1,114 @@
+"""Consistency check and resync on the lab (playbooks/consistency.yml, playbooks/resync.yml).
+
+Healthy devices report nothing; a row changed directly on one device's replica (sql_log_bin=0,
+root bypassing read_only) is found and named, shows in the fleet status, and resync.yml re-seeds
+the replica so the next check is clean. Everything is put back, even on failure.
+
+    flock /tmp/edgefleet-lab.lock python -m pytest -m lab tests/live/test_consistency_lab.py
+"""
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.support.lab import ENV, ROOT, devices, hostvars, lab_host, replica_schema, replica_socket, sql
+
+pytestmark = pytest.mark.lab
+
+DEVICES = devices()
+PROBE = "edgefleet_consistency_probe"
+PLAIN_ENV = dict(ENV, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+
+
+def playbook(*args, timeout=600):
+    started = time.time()
+    proc = subprocess.run(["ansible-playbook", *args], env=PLAIN_ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    return proc, time.time() - started
+
+
+def wait(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def on_replica(device, query):
+    cloud = lab_host(hostvars(device)["edgefleet_cloud_host"])
+    return sql(cloud, query, socket=replica_socket(device))
+
+
+def result_file(device):
+    cloud = lab_host(hostvars(device)["edgefleet_cloud_host"])
+    return json.loads(cloud.file(f"/var/lib/edgefleet/consistency/{device}.json").content_string)
+
+
+@pytest.fixture(scope="module")
+def target():
+    assert len(DEVICES) >= 2
+    device = DEVICES[-1]
+    host = lab_host(device)
+    schema = replica_schema(device)
+    host.check_output("mariadb -e %s", f"CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS {PROBE} "
+                      "(id INT PRIMARY KEY, name VARCHAR(20), qty INT); "
+                      f"REPLACE INTO {PROBE} VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3)")
+    wait(lambda: on_replica(device, f"SELECT COUNT(*) FROM `{schema}`.{PROBE}") == [["3"]], 60,
+         "probe rows on the replica")
+    try:
+        yield device
+    finally:
+        # put the replica row back (if resync did not), drop the probe, record a clean check
+        on_replica(device, f"SET SESSION sql_log_bin=0; UPDATE `{schema}`.{PROBE} SET qty = 2 WHERE id = 2")
+        host.check_output("mariadb -e %s", f"DROP TABLE IF EXISTS app.{PROBE}")
+        wait(lambda: on_replica(device, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                                        f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE}'") == [["0"]],
+             60, "probe dropped on the replica")
+        proc, _ = playbook("playbooks/consistency.yml")
+        assert proc.returncode == 0, "lab left inconsistent:\n" + proc.stdout[-3000:]
+
+
+def test_healthy_fleet_reports_nothing(target):
+    proc, took = playbook("playbooks/consistency.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "device(s) identical to their replicas" in proc.stdout
+    for device in DEVICES:
+        result = result_file(device)
+        assert result["state"] == "ok" and result["differing_tables"] == [], result
+        assert result["restarted"] is True and result["tables_checked"] >= 1
+    print(f"consistency.yml on {len(DEVICES)} healthy devices: {took:.1f} s")
+
+
+def test_row_changed_on_the_replica_is_found_then_resync_repairs_it(target, tmp_path):
+    schema = replica_schema(target)
+    on_replica(target, f"SET SESSION sql_log_bin=0; UPDATE `{schema}`.{PROBE} SET qty = 20 WHERE id = 2")
+    proc, took = playbook("playbooks/consistency.yml")
+    assert proc.returncode != 0, "the check must fail on a diverged replica"
+    assert f"app.{PROBE} differs (3/3 rows; different: id=2)" in proc.stdout, proc.stdout[-3000:]
+    assert f"not consistent: {target}" in proc.stdout
+    for device in DEVICES:
+        assert result_file(device)["state"] == ("diverged" if device == target else "ok")
+    print(f"consistency.yml finding the changed row: {took:.1f} s")
+
+    # the fleet status shows it too
+    status, _ = playbook("playbooks/status.yml", "-e", f"status_dir={tmp_path}")
+    assert status.returncode == 0, status.stdout[-2000:]
+    report = json.loads((tmp_path / "status.json").read_text())
+    record = [d for d in report["devices"] if d["device"] == target][0]
+    assert record["state"] == "error" and record["consistency"]["state"] == "diverged"
+    assert record["consistency"]["differing"] == [f"app.{PROBE}"]
+
+    proc, took = playbook("playbooks/resync.yml", "-e", f"device_id={target}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "consistency: ok" in proc.stdout
+    assert on_replica(target, f"SELECT qty FROM `{schema}`.{PROBE} WHERE id = 2") == [["2"]]
+    assert result_file(target)["state"] == "ok"
+    print(f"resync.yml of {target}: {took:.1f} s")
+
+    # replication runs on after the re-seed
+    lab_host(target).check_output("mariadb -e %s", f"INSERT INTO app.{PROBE} VALUES (4, 'four', 4)")
+    wait(lambda: on_replica(target, f"SELECT COUNT(*) FROM `{schema}`.{PROBE} WHERE id = 4") == [["1"]],
+         60, "row 4 replicated after the re-seed")
