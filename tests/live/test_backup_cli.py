@@ -11,7 +11,6 @@ import os
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from tests.support.mariadb import mariadb_server
 pytestmark = pytest.mark.mariadb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, 'roles', 'backup', 'files', 'edgefleet-backup')
+SCRIPT = os.path.join(ROOT, 'roles', 'backup', 'files', 'edgefleet_backup.py')
 PASSWORD = 'Pw-backup-test'
 DAY = 86400
 # Data that would trip a naive line-based schema rewriter or a lossy dump.
@@ -36,7 +35,7 @@ def cli(config, *args, now=None, check=True, env=None):
     cmd = ['/usr/bin/python3', SCRIPT, '--config', config, '--json', '--quiet']
     if now is not None:
         cmd += ['--now', str(int(now))]
-    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=600, check=False)
     try:
         result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
     except ValueError:
@@ -233,7 +232,7 @@ def test_run_backs_up_every_device_with_metadata_and_status(tmp_path, fleet):
         assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o750
         meta = meta_of(tmp_path, device, name)
         assert meta['ok'] and meta['device'] == device and meta['size_bytes'] == os.path.getsize(path)
-        assert meta['sha256'] == subprocess.run(['sha256sum', str(path)], capture_output=True, text=True).stdout.split()[0]
+        assert meta['sha256'] == subprocess.run(['sha256sum', str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
         assert meta['raw_bytes'] > meta['size_bytes'] > 0
         assert set(meta['tools']) >= {'mariadb-dump', 'zstd', 'server', 'edgefleet-backup'}
         assert meta['position']['device_gtid_pos'].startswith('%d-' % meta['position']['gtid_domain_id'])
@@ -490,7 +489,7 @@ def test_physical_backup_prepares_and_matches_the_replica(tmp_path, fleet):
                              '--innodb-buffer-pool-size=16M', '--log-error=%s' % (tmp_path / 'prepared.err')])
     try:
         wait_for(lambda: os.path.exists(sock) and subprocess.run(
-            ['mariadb', '--no-defaults', '--socket=%s' % sock, '-e', 'SELECT 1'], capture_output=True).returncode == 0,
+            ['mariadb', '--no-defaults', '--socket=%s' % sock, '-e', 'SELECT 1'], capture_output=True, check=False).returncode == 0,
             what='prepared copy starts')
         got = {}
         for table in expected:
@@ -550,7 +549,7 @@ def test_second_run_waits_for_the_host_lock(tmp_path, fleet):
     config = make_config(tmp_path, fleet, tools={'mariadb-dump': str(slow)}, lock_wait=1)
     proc = subprocess.Popen(['/usr/bin/python3', SCRIPT, '--config', config, '--quiet', 'run', '--device', 'dev2'])
     try:
-        wait_for(lambda: (tmp_path / 'backup' / 'logical' / 'dev2').exists(), what='first run started')
+        wait_for((tmp_path / 'backup' / 'logical' / 'dev2').exists, what='first run started')
         second = cli(config, 'run', '--device', 'dev3', check=False)
         assert second['_rc'] == 1 and 'holds' in second['error']
     finally:
@@ -558,7 +557,7 @@ def test_second_run_waits_for_the_host_lock(tmp_path, fleet):
 
 
 def test_offsite_copy_to_a_restic_repository(tmp_path, fleet):
-    if subprocess.run(['sh', '-c', 'command -v restic'], capture_output=True).returncode:
+    if subprocess.run(['sh', '-c', 'command -v restic'], capture_output=True, check=False).returncode:
         pytest.skip('restic is not installed')
     password = tmp_path / 'restic.pass'
     password.write_text('not-a-real-secret\n')

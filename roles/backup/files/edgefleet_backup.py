@@ -1,7 +1,9 @@
-#!/usr/bin/python3
 # Copyright (c) edgefleet maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """edgefleet-backup: backups of the replica instances of an edgefleet cloud host.
+
+Installed by the backup role as /usr/local/lib/edgefleet-backup/edgefleet_backup.py and run
+through the wrapper /usr/local/sbin/edgefleet-backup (/usr/bin/python3 -I, the system Python).
 
 Backups are taken from the replicas, never from the devices. Python 3 standard library only;
 the pure logic (names, retention, schedules, GTID positions, status record) lives in
@@ -138,8 +140,8 @@ def run_cmd(args, input_bytes=None, env=None, check=True, timeout=None, cleanup=
     result = subprocess.CompletedProcess(args, proc.returncode, out.decode('utf-8', 'replace'),
                                          err.decode('utf-8', 'replace'))
     if check and proc.returncode != 0:
-        raise BackupError('%s failed (exit %d): %s' % (os.path.basename(args[0]), proc.returncode,
-                                                      (result.stderr or result.stdout).strip()[-1500:]))
+        detail = (result.stderr or result.stdout).strip()[-1500:]
+        raise BackupError('%s failed (exit %d): %s' % (os.path.basename(args[0]), proc.returncode, detail))
     return result
 
 
@@ -1264,9 +1266,12 @@ def cmd_show(ctx, args):
     else:
         chosen = P.select_backup([(n, ts) for n, ts, _m in backups], P.parse_when(args.as_of))
     if not chosen:
-        raise BackupError('no good backup of %s%s' % (device['id'], ' named %s' % args.file if args.file else
-                                                       (' taken at or before %s' % args.as_of if args.as_of else '')))
-    meta = dict(b for b in [(n, m) for n, _ts, m in backups])[chosen]
+        if args.file:
+            which = ' named %s' % args.file
+        else:
+            which = ' taken at or before %s' % args.as_of if args.as_of else ''
+        raise BackupError('no good backup of %s%s' % (device['id'], which))
+    meta = dict((n, m) for n, _ts, m in backups)[chosen]
     result = describe(directory, chosen, meta)
     result.update(ok=True, device=device['id'], socket=device['socket'], mode=device['mode'],
                   channel=device['channel'], gtid_domain_id=device.get('gtid_domain_id'),

@@ -103,7 +103,7 @@ def test_retention_keeps_last_n_and_young_ones():
     keep, remove = P.retention(backups, keep_last=3, keep_days=7, now=now)
     assert keep == [b[0] for b in reversed(backups[-7:])]  # days 23..29 are younger than 7 days
     assert remove == [b[0] for b in reversed(backups[:-7])]
-    keep, _ = P.retention(backups, keep_last=10, keep_days=2, now=now)
+    keep = P.retention(backups, keep_last=10, keep_days=2, now=now)[0]
     assert len(keep) == 10
 
 
