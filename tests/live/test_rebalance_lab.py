@@ -100,7 +100,7 @@ def two_clouds():
                 lab.shell(device, WRITER)
                 lab.sql(device, "CREATE DATABASE IF NOT EXISTS app")
                 lab.sql(device, "CREATE TABLE IF NOT EXISTS app.rb (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
-                lab.sql(device, "INSERT INTO app.rb (v) SELECT CONCAT('base-', seq) FROM seq_1_to_500")
+                lab.sql(device, "INSERT INTO app.rb (v) SELECT CONCAT('base-', seq) FROM app.seq_1_to_500")
             yield before
         finally:
             restore_two_plus_one()

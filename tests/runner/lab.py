@@ -15,14 +15,41 @@ INVENTORY = os.path.join(ROOT, "inventories", "lab", "lab.fleet.yml")
 STATE = os.path.join(ROOT, "lab", ".state")
 
 
+_HELD = {"depth": 0}
+
+
+def inherited_lock_fd(path=None):
+    """A descriptor of the lock file this process inherited, e.g. from `flock FILE pytest ...`
+    (make lab-test): the parent then holds the lock already, and taking it again on a new
+    descriptor would wait for ever."""
+    path = path or LOCK
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(os.path.join("/proc/self/fd", name)) == path:
+                return int(name)
+        except OSError:
+            continue
+    return None
+
+
 @contextlib.contextmanager
 def lab_lock():
-    """The lock every user of the shared lab holds (same file as `flock /tmp/edgefleet-lab.lock`)."""
-    with open(LOCK, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """The lock every user of the shared lab holds (same file as `flock /tmp/edgefleet-lab.lock`).
+    Re-entrant in one process, and a no-op when a parent (`flock ... pytest`) already holds it."""
+    if _HELD["depth"] or inherited_lock_fd() is not None:
+        _HELD["depth"] += 1
         try:
             yield
         finally:
+            _HELD["depth"] -= 1
+        return
+    with open(LOCK, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD["depth"] += 1
+        try:
+            yield
+        finally:
+            _HELD["depth"] -= 1
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
