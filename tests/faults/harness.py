@@ -372,6 +372,9 @@ def restore_lab(lab_devices, clouds_, log=print):
         if status and stopped and status.get("Last_SQL_Errno", "0") == "0" and status.get("Last_IO_Errno", "0") == "0":
             sql(device.cloud, f"START SLAVE '{device.channel}'", socket=device.socket, check=False)
             repaired.append(f"{device.name}: started channel")
+        elif status and status.get("Last_IO_Errno") == "1236":
+            reseed(device, log=log)
+            repaired.append(f"{device.name}: re-seeded (binlogs purged)")
     if repaired:
         log("restore_lab: " + "; ".join(repaired))
     return repaired
@@ -440,3 +443,62 @@ def lab_lock(log=print):
         if _LOCK["depth"] == 0:
             os.close(_LOCK["fd"])  # closing the last descriptor releases the flock
             _LOCK["fd"] = None
+
+
+def ansible_module(host, module, args, check=True, timeout=300):
+    """Run one module through `ansible` (the real entry point) against a lab host; its result."""
+    binary = os.path.join(ROOT, ".venv", "bin", "ansible")
+    from tests.support.lab import INVENTORY  # pylint: disable=import-outside-toplevel
+    proc = subprocess.run([binary if os.access(binary, os.X_OK) else "ansible", "-i", INVENTORY, host,
+                           "-m", module, "-a", json.dumps(args), "-o"],
+                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if " => " in ln or " | " in ln), "")
+    if " => " not in line:
+        raise LabError(f"ansible {module} on {host}: no result ({proc.returncode}): {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    result, _ = json.JSONDecoder().raw_decode(line.split(" => ", 1)[1])
+    if check and (proc.returncode or result.get("failed")):
+        raise LabError(f"ansible {module} on {host} failed: {result.get('msg')}")
+    return result
+
+
+def channel_info(device):
+    """replication_info for the device's channel (health, diagnosis, errors)."""
+    result = ansible_module(device.cloud, "edgefleet.mysql_backup.replication_info",
+                            {"login_unix_socket": device.socket, "login_user": "root",
+                             "channels": [device.channel]})
+    return result["channels"][0]
+
+
+def manual_reseed(device, log=print):
+    """Last-resort re-seed used only to put the lab back (the product's way is
+    playbooks/resync.yml): dump the device, replace its schema on the replica, set its GTID
+    domains in gtid_slave_pos (merged with the other channels'), start the channels."""
+    dump = sh(device.name, "mariadb-dump --single-transaction --gtid --master-data=2 --triggers "
+                           "--skip-add-locks --databases app", timeout=600).stdout
+    match = re.search(r"^-- SET GLOBAL gtid_slave_pos='([^']*)';$", dump, re.M)
+    if not match or not dump.rstrip().splitlines()[-1].startswith("-- Dump completed"):
+        raise LabError(f"{device.name}: incomplete dump for the re-seed")
+    if device.schema != "app":
+        dump = re.sub(r"^(CREATE DATABASE /\*!32312 IF NOT EXISTS\*/ )`app`", rf"\1`{device.schema}`", dump, flags=re.M)
+        dump = re.sub(r"^USE `app`;$", f"USE `{device.schema}`;", dump, flags=re.M)
+    seed = dict(part.split("-", 1) for part in match.group(1).split(",") if part)
+    current = sql(device.cloud, "SELECT @@gtid_slave_pos", socket=device.socket)[0][0]
+    merged = dict(part.split("-", 1) for part in current.split(",") if part)
+    merged.update(seed)
+    position = ",".join(f"{domain}-{rest}" for domain, rest in sorted(merged.items(), key=lambda kv: int(kv[0])))
+    client = f"mariadb --socket={shlex.quote(device.socket)} --init-command='SET SESSION sql_log_bin=0'"
+    sh(device.cloud, f"{client} -e 'STOP ALL SLAVES; DROP DATABASE IF EXISTS `{device.schema}`'")
+    sh(device.cloud, client, stdin=dump, timeout=600)
+    sh(device.cloud, f"{client} -e \"SET GLOBAL gtid_slave_pos='{position}'; START ALL SLAVES\"")
+    log(f"manual re-seed of {device.name} at {match.group(1)}")
+
+
+def reseed(device, log=print):
+    """Re-seed through the product (playbooks/resync.yml), falling back to manual_reseed."""
+    proc = run_playbook("playbooks/resync.yml", "-e", f"device_id={device.name}", "-e", "resync_verify=false")
+    if proc.returncode == 0:
+        log(f"re-seeded {device.name} with playbooks/resync.yml")
+        return "resync.yml"
+    log(f"playbooks/resync.yml failed for {device.name}; re-seeding by hand:\n{proc.stdout[-2000:]}")
+    manual_reseed(device, log=log)
+    return "manual"

@@ -192,3 +192,77 @@ def test_cloud_restart(lab):
     exercise(lab, "cloud restart (podman restart)", affected, inject)
     for device in affected:
         assert sql(device.cloud, "SELECT @@read_only", socket=device.socket)[0][0] == "1"
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Offline for longer than the binlog retention
+# --------------------------------------------------------------------------------------------
+
+def test_offline_past_binlog_retention_needs_reseed(lab):
+    """While the device's tunnel is down its binlogs are purged (retention shrunk to "now"). When
+    it comes back the replica must report it needs a re-seed (replication_info health=error with
+    a re-seed diagnosis), never skip the gap. playbooks/resync.yml then re-seeds it with the
+    writers still running; afterwards nothing is lost or duplicated."""
+    device = lab.devices[-1]
+    run = harness.new_run("binlog purged")
+    result = {"fault": "offline past binlog retention (purged)", "mode": device.mode, "goal": None,
+              "run": run, "affected": [device.name]}
+    harness.start_writers(lab.devices, run)
+    tunnel_stopped = False
+    try:
+        warm = harness.wait_rows(lab.devices, run, since=time.time(), timeout=90)
+        assert all(warm.values()), f"not replicating before the fault: {warm}"
+        t_fault = time.time()
+        sh(device.name, "systemctl stop edgefleet-tunnel")
+        tunnel_stopped = True
+        harness.wait_for(lambda: harness.slave_status(device.cloud, device.socket)[device.channel]
+                         ["Slave_IO_Running"] != "Yes", 60, what="the replica to notice the device is gone")
+        time.sleep(5)  # the device keeps writing while offline
+        before = sql(device.name, "SHOW BINARY LOGS")
+        sql(device.name, "FLUSH BINARY LOGS; PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 SECOND")
+        after = sql(device.name, "SHOW BINARY LOGS")
+        assert len(after) == 1 and after[0][0] not in [row[0] for row in before], (before, after)
+        time.sleep(3)
+        sh(device.name, "systemctl start edgefleet-tunnel")
+        tunnel_stopped = False
+        t_back = time.time()
+
+        def reported():
+            info = harness.channel_info(device)
+            return info if info["health"] == "error" else None
+        info = harness.wait_for(reported, 120, interval=3, what="replication_info to report the purged binlogs")
+        result["detected_s"] = round(time.time() - t_back, 1)
+        result["diagnosis"] = info["diagnosis"]
+        assert "re-seed" in info["diagnosis"] and "1236" in info["diagnosis"], info
+        # Not silently skipped: the replica holds no row written after the gap.
+        on_replica = sorted(int(r[0]) for r in sql(device.cloud, f"SELECT seq FROM `{device.schema}`.fault_writes "
+                                                   f"WHERE run = '{run}'", socket=device.socket))
+        assert on_replica == list(range(1, len(on_replica) + 1)), "the replica skipped rows"
+        assert not harness.channel_running(device)
+
+        t_seed = time.time()
+        proc = harness.run_playbook("playbooks/resync.yml", "-e", f"device_id={device.name}",
+                                    "-e", "resync_verify=false")
+        result["reseed_s"] = round(time.time() - t_seed, 1)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        seen = harness.wait_rows([device], run, since=time.time(), timeout=120)
+        assert seen[device.name], "not replicating after the re-seed"
+        result["recover_s"] = seen[device.name] - t_back
+        time.sleep(3)
+    finally:
+        if tunnel_stopped:
+            sh(device.name, "systemctl start edgefleet-tunnel", check=False)
+        harness.stop_writers(lab.devices, run)
+    result["writes_during"] = harness.writes_between(device, run, t_fault, t_back)[0]
+    comparisons = []
+    for each in lab.devices:
+        harness.catch_up(each)
+        comparisons.append(harness.compare(each, run))
+    result["devices"] = comparisons
+    result["lost"] = sum(c["lost"] + len(c["lost_on_device"]) for c in comparisons)
+    result["duplicates"] = sum(c["duplicates"] + c["extra_on_replica"] for c in comparisons)
+    result["ok"] = result["lost"] == 0 and result["duplicates"] == 0 and not any(c["checksum_mismatch"] for c in comparisons)
+    harness.record(result)
+    print(f"\npurged binlogs: reported in {result['detected_s']}s ({result['diagnosis'][:120]}...); "
+          f"re-seeded in {result['reseed_s']}s; lost {result['lost']}, duplicates {result['duplicates']}")
+    assert result["ok"], comparisons
