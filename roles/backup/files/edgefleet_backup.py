@@ -1002,6 +1002,8 @@ def restore_gtid_state(server, meta, mode):
     position = meta['position'].get('device_gtid_pos') or ''
     if mode == 'skip' or not position:
         return {'action': 'skipped', 'reason': 'not requested' if mode == 'skip' else 'backup has no position'}
+    if server.value('SELECT @@GLOBAL.log_bin') != '1':
+        return {'action': 'skipped', 'reason': 'the server has no binary log (log_bin=OFF)'}
     current = server.value('SELECT @@GLOBAL.gtid_binlog_state') or ''
     mine, have = P.parse_gtid_pos(position), P.parse_gtid_pos(current)
     if set(mine) & set(have):
