@@ -581,3 +581,51 @@ def test_offsite_copy_to_a_restic_repository(tmp_path, fleet):
     assert copy.read_bytes() == (tmp_path / 'backup' / 'logical' / 'dev1' / name).read_bytes()
     offsite = json.loads((tmp_path / 'backup' / 'offsite.json').read_text())
     assert offsite['last_attempt_ok'] is True
+
+
+def test_position_and_data_agree_while_the_device_keeps_writing(tmp_path):
+    """One transaction per row on the device while the backup runs: the restored rows are
+    exactly the transactions up to the recorded GTID position, no more, no less."""
+    import threading  # pylint: disable=import-outside-toplevel
+    with mariadb_server(server_id=1000) as source, \
+            mariadb_server(server_id=2000, extra_options=['--log-slave-updates', '--read-only']) as replica:
+        bootstrap_source(source)
+        bootstrap_replica_schema(replica, 'app')
+        start_channel(replica, 'dev1', source)
+        write_rows(source, 1, 20000, 'bulk')
+        wait_for(caught_up(source, replica, 1000), what='replica caught up')
+        stop = threading.Event()
+        written = []
+
+        def writer():
+            with contextlib.closing(source.connect(database='app')) as conn, conn.cursor() as cur:
+                row = 100000
+                while not stop.is_set():
+                    cur.execute("INSERT INTO t (id, note) VALUES (%s, 'live')", (row,))
+                    cur.execute('SELECT @@gtid_binlog_pos')
+                    written.append((row, int(cur.fetchone()[0].split('-')[2])))
+                    row += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            time.sleep(1)
+            config = make_config(tmp_path, {'ra': replica, 'rb': replica})
+            data = json.loads(open(config).read())
+            data['devices'] = data['devices'][:1]
+            with open(config, 'w') as handle:
+                json.dump(data, handle)
+            result = cli(config, 'run')
+            time.sleep(1)
+        finally:
+            stop.set()
+            thread.join()
+        assert result['ok'] and len(written) > 50
+        seq = int(result['devices'][0]['position'].split('-')[2])
+        expected = sorted(row for row, gtid in written if gtid <= seq)
+        assert expected and len(expected) < len(written), 'the backup must fall in the middle of the writes'
+        path = str(tmp_path / 'backup' / 'logical' / 'dev1' / result['devices'][0]['file'])
+        restored = cli(config, 'restore', '--file', path, '--socket', replica.socket, '--prefix', 'edgefleet_restore_')
+        assert restored['ok'], restored
+        got = [r[0] for r in q(replica, "SELECT id FROM edgefleet_restore_app.t WHERE note = 'live' ORDER BY id")]
+        assert got == expected
