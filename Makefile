@@ -13,12 +13,13 @@ LAB_CLOUDS ?= 1
 LAB_VARS := inventories/lab/group_vars/all
 SECRETS := $(LAB_VARS)/secrets.yml
 LAB_STATE := $(CURDIR)/lab/.state
-MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replication default
+MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replication default \
+                      backup monitoring proxysql
 # Everything that drives the shared lab holds this lock, so parallel work cannot interleave.
 LAB_LOCK := flock /tmp/edgefleet-lab.lock
 
 .PHONY: help venv lab-up lab-destroy lab-vars demo site lint sanity units live lab-test \
-        molecule test
+        molecule test promtool browser test-faults test-faults-short security
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,7 +28,7 @@ venv: ## Install apt packages, the pinned venv and collections (idempotent)
 	scripts/bootstrap.sh
 
 lab-up: venv ## Start the podman lab (LAB_DEVICES=2 LAB_CLOUDS=1)
-	ansible-playbook lab/up.yml -e lab_devices=$(LAB_DEVICES) -e lab_clouds=$(LAB_CLOUDS)
+	ansible-playbook -i lab/controller.yml lab/up.yml -e lab_devices=$(LAB_DEVICES) -e lab_clouds=$(LAB_CLOUDS)
 	@$(MAKE) --no-print-directory lab-vars
 
 lab-vars:
@@ -53,7 +54,7 @@ lab-vars:
 
 lab-destroy: ## Remove the lab's containers, network and firewall rules
 	@[ -x .venv/bin/ansible-playbook ] || scripts/bootstrap.sh
-	ansible-playbook lab/destroy.yml
+	ansible-playbook -i lab/controller.yml lab/destroy.yml
 
 site: ## Run site.yml against the lab
 	ansible-playbook site.yml
@@ -72,14 +73,30 @@ sanity: venv ## ansible-test sanity
 units: venv ## ansible-test units (pure logic)
 	scripts/ansible-test.sh units --venv --python 3.11 --requirements
 
-live: venv ## Tests against real throwaway MariaDB servers on loopback
-	python -m pytest -m "not lab" -n 2 tests/live
+live: venv ## Tests against real throwaway MariaDB servers on loopback, bad-input catalogue
+	python -m pytest -m "not lab" -n 2 tests/live tests/badinput
 
-lab-test: lab-up ## Tests that need the lab
-	$(LAB_LOCK) python -m pytest -m lab tests/live tests/lab
+promtool: venv ## Alert rules: promtool check rules + promtool test rules
+	promtool check rules prometheus/edgefleet-alerts.yml
+	cd prometheus/tests && promtool test rules *.test.yml
+
+browser: venv ## The status page rendered in headless Chromium (screenshot in tests/output/browser)
+	python -m pytest tests/browser
+
+lab-test: lab-up ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
+	$(LAB_LOCK) python -m pytest -m lab tests/live tests/lab tests/security
+
+security: lab-up ## Security probe only (keys confined, no shell, no secrets leaked)
+	$(LAB_LOCK) python -m pytest -m lab tests/security
 
 molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
 	for s in $(MOLECULE_SCENARIOS); do $(LAB_LOCK) molecule test -s $$s || exit 1; done
 
-test: venv lint sanity units live lab-test molecule ## Everything CI runs
+test-faults: lab-up ## The whole fault suite (about 20 minutes); table in tests/output/faults
+	$(LAB_LOCK) python -m pytest -s tests/faults
+
+test-faults-short: lab-up ## The fault suite without the slow faults (reboots, cloud restart)
+	$(LAB_LOCK) python -m pytest -s -m "not slow" tests/faults
+
+test: venv lint sanity units live promtool browser lab-test molecule test-faults-short ## Everything CI runs
 	@echo "make test: all green"

@@ -8,6 +8,7 @@ APT_PACKAGES=(
   podman runc debootstrap iptables         # lab hosts: podman + runc, local base image
   mariadb-server mariadb-client mariadb-backup   # throwaway MariaDB servers for live tests
   openssh-client autossh zstd rsync git make python3-venv
+  prometheus chromium                      # promtool for the alert rules, the status page in a browser
 )
 
 missing=()
@@ -19,6 +20,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Only promtool is wanted from the prometheus package: keep its server from running here.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 
 PYTHON=${PYTHON:-python3}

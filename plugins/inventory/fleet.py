@@ -131,6 +131,7 @@ allocation:
 reach: auto
 cloud_ssh_user: root
 
+---
 # prod.fleet.yml - devices register themselves in MariaDB; always go through the tunnel;
 # extra groups from labels; cache for AWX
 plugin: edgefleet.mysql_backup.fleet

@@ -417,32 +417,14 @@ def timer():
 # The lab lock: one per process, shared by tests/faults, tests/badinput and tests/security
 # --------------------------------------------------------------------------------------------
 
-_LOCK = {"fd": None, "depth": 0}
-
-
 @contextlib.contextmanager
 def lab_lock(log=print):
-    """Exclusive fcntl lock on /tmp/edgefleet-lab.lock (what `flock` takes), re-entrant within
-    one process: two fixtures taking it in one pytest session must not deadlock."""
-    import fcntl  # pylint: disable=import-outside-toplevel
-    if _LOCK["depth"] == 0:
-        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for the lab lock {LOCK_PATH} (another job uses the lab)")
-            started = time.monotonic()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            log(f"got the lab lock after {time.monotonic() - started:.0f}s")
-        _LOCK["fd"] = fd
-    _LOCK["depth"] += 1
-    try:
+    """The shared lab lock (tests/runner/lab.py owns it: re-entrant, and aware of a lock held by a
+    parent such as `flock ... pytest`)."""
+    from tests.runner import lab as runner_lab  # pylint: disable=import-outside-toplevel
+    log(f"taking the lab lock {LOCK_PATH}")
+    with runner_lab.lab_lock():
         yield
-    finally:
-        _LOCK["depth"] -= 1
-        if _LOCK["depth"] == 0:
-            os.close(_LOCK["fd"])  # closing the last descriptor releases the flock
-            _LOCK["fd"] = None
 
 
 def ansible_module(host, module, args, check=True, timeout=300):
