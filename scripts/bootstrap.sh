@@ -9,6 +9,7 @@ APT_PACKAGES=(
   mariadb-server mariadb-client mariadb-backup   # throwaway MariaDB servers for live tests
   openssh-client autossh zstd rsync git make python3-venv
   prometheus chromium                      # promtool for the alert rules, the status page in a browser
+  restic                                   # offsite copies of backups (live test of the backup script)
 )
 
 missing=()

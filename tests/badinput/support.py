@@ -50,7 +50,7 @@ def playbook(path, *extra, inventory=None):
 def snapshot(directory):
     """Content hash of every file under a directory (lock files excluded): equal = unchanged."""
     state = {}
-    for base, _, files in os.walk(directory):
+    for base, _dirs, files in os.walk(directory):
         for name in files:
             if name.endswith(".lock"):
                 continue

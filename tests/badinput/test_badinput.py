@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.badinput.support import ansible_inventory, ansible_module, playbook, snapshot, write_fleet
+from tests.badinput.support import ansible_inventory, ansible_module, snapshot, write_fleet
 
 CLOUD = "cloud_hosts:\n  - {name: c1, address: 192.0.2.100}\n"
 

@@ -13,12 +13,12 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_statu
 from tests.browser.chromium import chromium_binary, dump_dom, parse_status_page, screenshot
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _chromium_present():
     # A missing browser is a failure, never a skip: `make venv` installs Debian's chromium.
     if chromium_binary() is None:
         pytest.fail("chromium not found: run `make venv` (apt-get install chromium)")
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(ROOT, "tests", "output", "browser")

@@ -236,9 +236,8 @@ def wait_rows(lab_devices, run, since, timeout):
         wait_for(lambda c=cloud: container_running(c) and sh(c, "true", check=False).returncode == 0,
                  timeout, what=f"{cloud} to run")
         targets = [f"{d.socket}:{d.schema}:{run}" for d in members]
-        out = sh(cloud, "python3 " + " ".join(shlex.quote(a) for a in
-                                               [f"{REMOTE_DIR}/probe.py", "%.6f" % since, str(timeout), *targets]),
-                 timeout=timeout + 60)
+        argv = [f"{REMOTE_DIR}/probe.py", "%.6f" % since, str(timeout), *targets]
+        out = sh(cloud, "python3 " + " ".join(shlex.quote(a) for a in argv), timeout=timeout + 60)
         got = json.loads(out.stdout.strip().splitlines()[-1])
         for device, target in zip(members, targets):
             seen[device.name] = got[target]
@@ -282,7 +281,7 @@ def compare(device, run):
     acked, updates, failures = writer_log(device, run)
     on_device = _seq_counts(device.name, "/run/mysqld/mysqld.sock", "app", run)
     on_replica = _seq_counts(device.cloud, device.socket, device.schema, run)
-    acked_seqs = {seq for seq, _ in acked}
+    acked_seqs = {seq for seq, _time in acked}
     tables = [row[0] for row in sql(device.name, "SELECT table_name FROM information_schema.tables "
                                     "WHERE table_schema = 'app' AND table_type = 'BASE TABLE' ORDER BY 1")]
     device_sums = _checksums(device.name, "/run/mysqld/mysqld.sock", "app", tables)
@@ -307,8 +306,9 @@ def compare(device, run):
 
 
 def writes_between(device, run, start, end):
-    acked, _, failures = writer_log(device, run)
-    return (sum(1 for _, t in acked if start <= t <= end), sum(1 for t, _ in failures if start <= t <= end))
+    acked, _updates, failures = writer_log(device, run)
+    return (sum(1 for _seq, t in acked if start <= t <= end),
+            sum(1 for t, _error in failures if start <= t <= end))
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,7 +437,7 @@ def ansible_module(host, module, args, check=True, timeout=300):
     line = next((ln for ln in proc.stdout.splitlines() if " => " in ln or " | " in ln), "")
     if " => " not in line:
         raise LabError(f"ansible {module} on {host}: no result ({proc.returncode}): {proc.stdout[-500:]} {proc.stderr[-500:]}")
-    result, _ = json.JSONDecoder().raw_decode(line.split(" => ", 1)[1])
+    result, _end = json.JSONDecoder().raw_decode(line.split(" => ", 1)[1])
     if check and (proc.returncode or result.get("failed")):
         raise LabError(f"ansible {module} on {host} failed: {result.get('msg')}")
     return result

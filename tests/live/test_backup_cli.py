@@ -558,7 +558,7 @@ def test_second_run_waits_for_the_host_lock(tmp_path, fleet):
 
 def test_offsite_copy_to_a_restic_repository(tmp_path, fleet):
     if subprocess.run(['sh', '-c', 'command -v restic'], capture_output=True, check=False).returncode:
-        pytest.skip('restic is not installed')
+        pytest.fail('restic is not installed: run `make venv` (apt-get install restic)')
     password = tmp_path / 'restic.pass'
     password.write_text('not-a-real-secret\n')
     password.chmod(0o600)

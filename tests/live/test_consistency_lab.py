@@ -67,7 +67,7 @@ def target():
         wait(lambda: on_replica(device, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
                                         f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE}'") == [["0"]],
              60, "probe dropped on the replica")
-        proc, _ = playbook("playbooks/consistency.yml")
+        proc, _output = playbook("playbooks/consistency.yml")
         assert proc.returncode == 0, "lab left inconsistent:\n" + proc.stdout[-3000:]
 
 
@@ -94,7 +94,7 @@ def test_row_changed_on_the_replica_is_found_then_resync_repairs_it(target, tmp_
     print(f"consistency.yml finding the changed row: {took:.1f} s")
 
     # the fleet status shows it too
-    status, _ = playbook("playbooks/status.yml", "-e", f"status_dir={tmp_path}")
+    status, _output = playbook("playbooks/status.yml", "-e", f"status_dir={tmp_path}")
     assert status.returncode == 0, status.stdout[-2000:]
     report = json.loads((tmp_path / "status.json").read_text())
     record = [d for d in report["devices"] if d["device"] == target][0]

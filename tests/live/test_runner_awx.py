@@ -126,7 +126,7 @@ def test_configure_playbook_syntax():
 def test_execution_environment_definition(tmp_path):
     builder = shutil.which("ansible-builder", path=os.path.join(ROOT, ".venv", "bin"))
     if builder is None:
-        pytest.skip("ansible-builder is not installed (pip install ansible-builder)")
+        pytest.fail("ansible-builder is not installed: run `make venv` (requirements-dev.txt)")
     subprocess.run([builder, "create", "-f", os.path.join(ROOT, "execution-environment.yml"), "-c", str(tmp_path)],
                    cwd=ROOT, check=True, capture_output=True)
     containerfile = (tmp_path / "Containerfile").read_text()

@@ -5,40 +5,9 @@ import time
 import pytest
 
 from tests.support.lab import devices, hostvars, lab_host
+from tests.support.tunnel import cloud_of, read_banner, ssh_from, wait_listening
 
 DEVICES = devices()
-SSH = ("timeout 20 ssh -i /etc/edgefleet/tunnel_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes "
-       "-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o ConnectTimeout=10 ")
-
-
-def cloud_of(name):
-    return lab_host(hostvars(name)["edgefleet_cloud_host"])
-
-
-class Attempt:
-    """Outcome of an ssh attempt run on a device (its exit code captured inside the shell:
-    testinfra's own SSH transport would take the inner ssh's 255 for a broken connection)."""
-
-    def __init__(self, output):
-        body, _, code = output.rpartition("EXIT=")
-        self.rc = int(code.strip() or 255)
-        self.stdout = self.stderr = body
-
-
-def ssh_from(name, args, known_hosts="/etc/edgefleet/known_hosts", then=""):
-    hv = hostvars(name)
-    command = (SSH.format(known_hosts=known_hosts) + args
-               + f" edgefleet-tunnel@{hv['edgefleet_cloud_address']} 2>&1 </dev/null; echo EXIT=$?")
-    return Attempt(lab_host(name).run(command + then).stdout)
-
-
-def wait_listening(cloud, port, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cloud.socket(f"tcp://127.0.0.1:{port}").is_listening:
-            return time.monotonic()
-        time.sleep(0.5)
-    raise AssertionError(f"port {port} not listening on the cloud after {timeout}s")
 
 
 @pytest.mark.parametrize("name", DEVICES)
@@ -67,8 +36,7 @@ def test_device_mysql_answers_at_its_cloud_port(name):
     port = hv["edgefleet_tunnel_mysql_port"]
     wait_listening(cloud, port)
     # The MySQL handshake names the server; no credentials needed to see who answers.
-    greeting = cloud.check_output(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; head -c 120 <&3' | tr -dc '[:print:]'", str(port))
+    greeting = read_banner(cloud, port)
     assert "MariaDB" in greeting
 
 

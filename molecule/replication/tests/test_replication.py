@@ -15,7 +15,7 @@ def replication_info(cloud, instance):
          "-a", f"login_unix_socket=/run/mysqld/edgefleet-{instance}.sock", "-o"],
         env=ENV, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     # One line per host; deprecation notices may follow it on stdout.
-    result, _ = json.JSONDecoder().raw_decode(out.split(" => ", 1)[1])
+    result, _end = json.JSONDecoder().raw_decode(out.split(" => ", 1)[1])
     return result
 
 

@@ -1,13 +1,10 @@
 """tunnel_gateway on the lab cloud hosts: one restricted key per active device, locked account."""
 import pytest
 
-from tests.support.lab import clouds, devices, hostvars, lab_host
+from tests.support.lab import clouds, hostvars, lab_host
+from tests.support.tunnel import devices_on
 
 CLOUDS = clouds()
-
-
-def devices_on(cloud):
-    return [name for name in devices() if hostvars(name)["edgefleet_cloud_host"] == cloud]
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
