@@ -92,7 +92,7 @@ security: lab-up ## Security probe only (keys confined, no shell, no secrets lea
 molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
 	for s in $(MOLECULE_SCENARIOS); do $(LAB_LOCK) molecule test -s $$s || exit 1; done
 
-test-faults: lab-up ## The whole fault suite (about 20 minutes); table in tests/output/faults
+test-faults: lab-up ## The whole fault suite; its table is printed and kept in bench/results/faults.json
 	$(LAB_LOCK) python -m pytest -s tests/faults
 
 test-faults-short: lab-up ## The fault suite without the slow faults (reboots, cloud restart)

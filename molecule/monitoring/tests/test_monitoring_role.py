@@ -42,7 +42,7 @@ def test_page_is_served_locally_with_a_strict_policy(name):
 
 
 def test_monitoring_playbook_check_mode_changes_nothing():
-    proc = subprocess.run(["ansible-playbook", "molecule/monitoring/monitoring.yml", "--check", "--diff"],
+    proc = subprocess.run(["ansible-playbook", "playbooks/monitoring.yml", "--check", "--diff"],
                           env=dict(ENV, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"), cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
     recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
