@@ -8,7 +8,9 @@ import testinfra
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INVENTORY = os.path.join(ROOT, "inventories", "lab", "lab.fleet.yml")
+# The project's venv first, so ansible-inventory is found when pytest runs as .venv/bin/python.
 ENV = dict(os.environ,
+           PATH=os.pathsep.join([os.path.join(ROOT, ".venv", "bin"), os.environ.get("PATH", "")]),
            ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"),
            ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
 
