@@ -19,6 +19,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_confi
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import run_allocation, update_device
+from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.modules.utils import LAB, write_fleet
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDQXIftKBsmdNzE2DLNnRf3U4jn6rsC3i33UBQfl1zsC device01'
 
@@ -29,19 +30,8 @@ def write(path, text):
 
 
 def make_fleet(tmp_path, registry_text, policy=''):
-    write(tmp_path / 'registry.yml', registry_text)
-    write(tmp_path / 'lab.fleet.yml', 'plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: registry.yml}\n'
-          + policy)
-    spec, pol, _raw = resolve(str(tmp_path / 'lab.fleet.yml'))
+    spec, pol, _raw = resolve(str(write_fleet(tmp_path, registry_text, policy)))
     return R.open_registry(spec, pol['lock_timeout']), pol
-
-
-LAB = """devices:
-  - {id: device01, site: lab, status: active, address: 10.231.0.11, labels: {lab: "true"}}
-  - {id: device02, site: lab, status: active, address: 10.231.0.12, labels: {lab: "true"}}
-cloud_hosts:
-  - {name: cloud01, address: 10.231.0.201}
-"""
 
 
 def test_spec_paths_are_relative_to_the_config(tmp_path):

@@ -8,77 +8,41 @@ import os
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.edgefleet.mysql_backup.plugins.modules import allocation
-
-LAB = """devices:
-  - {id: device01, site: lab, status: active, address: 10.231.0.11, labels: {lab: "true"}}
-  - {id: device02, site: lab, status: active, address: 10.231.0.12, labels: {lab: "true"}}
-cloud_hosts:
-  - {name: cloud01, address: 10.231.0.201}
-"""
-
-
-class _Exit(Exception):
-    pass
-
-
-def run(mocker, module, args):
-    results = {}
-
-    def exit_json(self, **kwargs):
-        results.update(kwargs)
-        raise _Exit()
-
-    def fail_json(self, msg, **kwargs):
-        results.update(kwargs, failed=True, msg=msg)
-        raise _Exit()
-
-    mocker.patch.object(basic.AnsibleModule, 'exit_json', exit_json)
-    mocker.patch.object(basic.AnsibleModule, 'fail_json', fail_json)
-    with patch_module_args(args):
-        with pytest.raises(_Exit):
-            module.main()
-    return results
+from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.modules.utils import LAB, run_main, write_fleet
 
 
 @pytest.fixture
 def fleet(tmp_path):
-    (tmp_path / 'registry.yml').write_text(LAB)
-    config = tmp_path / 'lab.fleet.yml'
-    config.write_text('plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: registry.yml}\n'
-                      'allocation: {replica_mode: instance}\n')
-    return str(config)
+    return str(write_fleet(tmp_path, LAB, 'allocation: {replica_mode: instance}\n'))
 
 
 def test_allocate_check_mode_diff_then_real(mocker, fleet):
-    res = run(mocker, allocation, {'config': fleet, '_ansible_check_mode': True, '_ansible_diff': True})
+    res = run_main(mocker, allocation, {'config': fleet, '_ansible_check_mode': True, '_ansible_diff': True})
     assert res['changed'] and sorted(res['allocations']) == ['device01', 'device02']
     assert sorted(res['diff']['after']['allocations']) == ['device01', 'device02']
     assert not os.path.exists(fleet.replace('lab.fleet.yml', 'registry.alloc.yml'))
-    res = run(mocker, allocation, {'config': fleet})
+    res = run_main(mocker, allocation, {'config': fleet})
     assert res['changed'] and res['allocated'] == ['device01', 'device02']
     assert res['allocations']['device01']['tunnel_mysql_port'] == 20000
-    res = run(mocker, allocation, {'config': fleet})
+    res = run_main(mocker, allocation, {'config': fleet})
     assert not res['changed'] and res['changes'] == []
 
 
 def test_explicit_policy_overrides_file(mocker, fleet):
-    res = run(mocker, allocation, {'config': fleet, 'allocation': {'replica_mode': 'channel',
-                                                                   'tunnel_ports': '21000-21999'}})
+    res = run_main(mocker, allocation, {'config': fleet, 'allocation': {'replica_mode': 'channel',
+                                                                        'tunnel_ports': '21000-21999'}})
     rec = res['allocations']['device01']
     assert rec['replica_mode'] == 'channel' and rec['tunnel_mysql_port'] == 21000
     assert rec['schema_prefix'] == 'device01_'
 
 
 def test_bad_input_fails_clearly(mocker, fleet, tmp_path):
-    res = run(mocker, allocation, {'config': fleet, 'allocation': {'tunnel_ports': '20000-20002'}})
+    res = run_main(mocker, allocation, {'config': fleet, 'allocation': {'tunnel_ports': '20000-20002'}})
     assert res['failed'] and 'device device02: no cloud host can take it' in res['msg']
-    res = run(mocker, allocation, {'config': fleet, 'allocation': {'channels_per_instance': 300}})
+    res = run_main(mocker, allocation, {'config': fleet, 'allocation': {'channels_per_instance': 300}})
     assert res['failed'] and 'channels_per_instance' in res['msg']
-    res = run(mocker, allocation, {'config': fleet, 'devices': ['ghost']})
+    res = run_main(mocker, allocation, {'config': fleet, 'devices': ['ghost']})
     assert res['failed'] and 'device ghost: not in the registry' in res['msg']
-    res = run(mocker, allocation, {'config': str(tmp_path / 'missing.fleet.yml')})
+    res = run_main(mocker, allocation, {'config': str(tmp_path / 'missing.fleet.yml')})
     assert res['failed'] and 'cannot be read' in res['msg']

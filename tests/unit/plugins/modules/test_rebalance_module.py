@@ -9,9 +9,9 @@ import json
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.edgefleet.mysql_backup.plugins.modules import allocation
+from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.modules.utils import run_main, write_fleet
 
 REGISTRY = """devices:
   - {id: device01, status: active}
@@ -24,34 +24,13 @@ cloud_hosts:
 """
 
 
-class _Exit(Exception):
-    pass
-
-
 def run(mocker, args):
-    results = {}
-
-    def exit_json(self, **kwargs):
-        results.update(kwargs)
-        raise _Exit()
-
-    def fail_json(self, msg, **kwargs):
-        results.update(kwargs, failed=True, msg=msg)
-        raise _Exit()
-
-    mocker.patch.object(basic.AnsibleModule, 'exit_json', exit_json)
-    mocker.patch.object(basic.AnsibleModule, 'fail_json', fail_json)
-    with patch_module_args(args):
-        with pytest.raises(_Exit):
-            allocation.main()
-    return results
+    return run_main(mocker, allocation, args)
 
 
 @pytest.fixture
 def fleet(tmp_path, mocker):
-    (tmp_path / 'registry.yml').write_text(REGISTRY)
-    config = tmp_path / 'lab.fleet.yml'
-    config.write_text('plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: registry.yml}\n')
+    config = write_fleet(tmp_path, REGISTRY)
     res = run(mocker, {'config': str(config)})
     assert res['changed']
     return config

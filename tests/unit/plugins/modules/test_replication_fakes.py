@@ -6,17 +6,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import pytest
-
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     plain_params,
 )
 from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.module_utils.test_replication_state import (  # noqa: E501 pylint: disable=line-too-long
     mariadb_row as _mariadb_row, mysql_row as _mysql_row,
 )
+from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.modules.utils import run_main
 
 
 def mariadb_row(name, port, **extra):
@@ -76,33 +72,11 @@ class FakeSession(object):
         self.closed = True
 
 
-class _Exit(Exception):
-    pass
-
-
 def run_module(mocker, module, session, args, connect=None):
     """Run module.main() with args; return the exit_json/fail_json dict."""
-    results = {}
-
-    def exit_json(self, **kwargs):
-        kwargs.setdefault('changed', False)
-        results.update(kwargs)
-        raise _Exit()
-
-    def fail_json(self, msg, **kwargs):
-        kwargs['failed'] = True
-        kwargs['msg'] = msg
-        results.update(kwargs)
-        raise _Exit()
-
-    mocker.patch.object(basic.AnsibleModule, 'exit_json', exit_json)
-    mocker.patch.object(basic.AnsibleModule, 'fail_json', fail_json)
     if connect is None:
         mocker.patch.object(module, 'connect', return_value=session)
     mocker.patch.object(module, 'require_pymysql')
     if 'start_wait' in getattr(module, 'argument_spec', lambda: {})():
         args = dict({'start_wait': 0}, **args)
-    with patch_module_args(args):
-        with pytest.raises(_Exit):
-            module.main()
-    return results
+    return run_main(mocker, module, args, exit_defaults={'changed': False})

@@ -6,35 +6,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import pytest
-
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.edgefleet.mysql_backup.plugins.modules import fleet_status, table_checksum
-
-
-class _Exit(Exception):
-    pass
-
-
-def run(mocker, module, args):
-    results = {}
-
-    def exit_json(self, **kwargs):
-        results.update(kwargs)
-        raise _Exit()
-
-    def fail_json(self, msg, **kwargs):
-        results.update(kwargs, failed=True, msg=msg)
-        raise _Exit()
-
-    mocker.patch.object(basic.AnsibleModule, 'exit_json', exit_json)
-    mocker.patch.object(basic.AnsibleModule, 'fail_json', fail_json)
-    with patch_module_args(args):
-        with pytest.raises(_Exit):
-            module.main()
-    return results
+from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.modules.utils import run_main
 
 
 DEVICES = [{'id': 'd1', 'tunnel_mysql_port': 20000, 'replica_instance': 'd1', 'site': 'lab'}]
@@ -43,9 +16,9 @@ DEVICES = [{'id': 'd1', 'tunnel_mysql_port': 20000, 'replica_instance': 'd1', 's
 def test_fleet_status_collects_in_one_call(mocker, tmp_path):
     collect = mocker.patch.object(fleet_status, 'collect', return_value={
         'devices': [], 'summary': {'total': 0}, 'hosts': [], 'generated_at': 1, 'thresholds': {}})
-    result = run(mocker, fleet_status, {'devices': DEVICES, 'cloud_host': 'cloud01',
-                                        'socket_dir': str(tmp_path), 'lag_threshold': 60,
-                                        '_ansible_check_mode': True})
+    result = run_main(mocker, fleet_status, {'devices': DEVICES, 'cloud_host': 'cloud01',
+                                             'socket_dir': str(tmp_path), 'lag_threshold': 60,
+                                             '_ansible_check_mode': True})
     assert result['changed'] is False and 'failed' not in result
     assert collect.call_count == 1
     args = collect.call_args[0]
@@ -53,17 +26,17 @@ def test_fleet_status_collects_in_one_call(mocker, tmp_path):
 
 
 def test_fleet_status_rejects_records_without_ports(mocker):
-    result = run(mocker, fleet_status, {'devices': [{'id': 'd1'}], 'cloud_host': 'c'})
+    result = run_main(mocker, fleet_status, {'devices': [{'id': 'd1'}], 'cloud_host': 'c'})
     assert result['failed'] and 'tunnel_mysql_port' in result['msg']
 
 
 def test_fleet_status_rejects_negative_thresholds(mocker):
-    result = run(mocker, fleet_status, {'devices': DEVICES, 'cloud_host': 'c', 'lag_threshold': -1})
+    result = run_main(mocker, fleet_status, {'devices': DEVICES, 'cloud_host': 'c', 'lag_threshold': -1})
     assert result['failed'] and 'negative' in result['msg']
 
 
 def test_table_checksum_reports_unreachable_instance_without_writing_in_check_mode(mocker, tmp_path):
-    result = run(mocker, table_checksum, {
+    result = run_main(mocker, table_checksum, {
         'devices': DEVICES, 'source_password': 'secret', 'socket_dir': str(tmp_path),
         'results_dir': str(tmp_path), 'connect_timeout': 1, '_ansible_check_mode': True})
     assert result['changed'] is False and result['written'] == []
@@ -75,7 +48,7 @@ def test_table_checksum_reports_unreachable_instance_without_writing_in_check_mo
 
 
 def test_table_checksum_writes_results(mocker, tmp_path):
-    result = run(mocker, table_checksum, {
+    result = run_main(mocker, table_checksum, {
         'devices': DEVICES, 'source_password': 'secret', 'socket_dir': str(tmp_path),
         'results_dir': str(tmp_path), 'connect_timeout': 1})
     assert result['changed'] is True and result['written'] == [str(tmp_path / 'd1.json')]
@@ -83,6 +56,6 @@ def test_table_checksum_writes_results(mocker, tmp_path):
 
 
 def test_table_checksum_needs_an_existing_results_dir(mocker, tmp_path):
-    result = run(mocker, table_checksum, {
+    result = run_main(mocker, table_checksum, {
         'devices': DEVICES, 'source_password': 'x', 'results_dir': str(tmp_path / 'missing')})
     assert result['failed'] and 'does not exist' in result['msg']
