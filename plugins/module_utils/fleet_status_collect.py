@@ -20,14 +20,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-try:
-    import pymysql
-    import pymysql.cursors
-    HAS_PYMYSQL = True
-except ImportError:
-    pymysql = None
-    HAS_PYMYSQL = False
-
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.consistency import (
+    HAS_PYMYSQL, connect,
+)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     Dialect, channel_key,
 )
@@ -35,7 +30,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_statu
     DEFAULT_THRESHOLDS, build_record, make_report,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    diagnose, format_gtid_pos, parse_gtid_pos, parse_status_row,
+    applied_pos, diagnose, parse_status_row,
 )
 
 TCP_LISTEN = '0A'
@@ -81,22 +76,9 @@ def _text(value):
     return value
 
 
-def _applied_pos(gtid_io_pos, gtid_slave_pos):
-    try:
-        received = parse_gtid_pos(gtid_io_pos or '')
-        applied = parse_gtid_pos(gtid_slave_pos or '')
-    except ValueError:
-        return ''
-    return format_gtid_pos(dict((d, applied[d]) for d in received if d in applied))
-
-
 def connect_socket(socket_path, user='root', password=None, connect_timeout=5):
-    kwargs = {'unix_socket': socket_path, 'user': user, 'connect_timeout': connect_timeout,
-              'read_timeout': max(connect_timeout * 6, 30), 'autocommit': True,
-              'charset': 'utf8mb4', 'cursorclass': pymysql.cursors.DictCursor}
-    if password is not None:
-        kwargs['password'] = password
-    return pymysql.connect(**kwargs)
+    return connect(unix_socket=socket_path, user=user, password=password,
+                   connect_timeout=connect_timeout, read_timeout=max(connect_timeout * 6, 30))
 
 
 def read_instance(socket_path, lag_threshold, user='root', password=None, connect_timeout=5):
@@ -140,7 +122,7 @@ def read_instance(socket_path, lag_threshold, user='root', password=None, connec
             'last_io_error', 'last_sql_errno', 'last_sql_error'))
         report.update(health=health, diagnosis=diagnosis,
                       gtid_io_pos=status.get('gtid_io_pos') or '',
-                      gtid_applied_pos=_applied_pos(status.get('gtid_io_pos'), gtid_slave_pos))
+                      gtid_applied_pos=applied_pos(status.get('gtid_io_pos'), gtid_slave_pos))
         result['channels'][channel_key(status['name'])] = report
     return result
 

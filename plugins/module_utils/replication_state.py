@@ -212,6 +212,18 @@ def format_gtid_pos(positions):
     return ','.join('%d-%d-%d' % positions[domain] for domain in sorted(positions))
 
 
+def applied_pos(gtid_io_pos, gtid_slave_pos):
+    """Entries of gtid_slave_pos for the domains a channel receives (MariaDB); '' when either
+    position cannot be parsed."""
+    try:
+        received = parse_gtid_pos(gtid_io_pos or '')
+        applied = parse_gtid_pos(gtid_slave_pos or '')
+    except ValueError:
+        return ''
+    return format_gtid_pos(dict((domain, applied[domain]) for domain in received
+                                if domain in applied))
+
+
 def merge_gtid_pos(current, seeds):
     """Return `current` with each domain of `seeds` set; other domains are untouched."""
     merged = dict(current)

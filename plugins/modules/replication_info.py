@@ -24,13 +24,7 @@ author:
   - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.mysql_connection
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+  - edgefleet.mysql_backup.read_only
 options:
   channels:
     description:
@@ -230,8 +224,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_conne
     connect, mysql_connection_argument_spec, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    HEALTH_VALUES, apply_connection_config, diagnose, format_gtid_pos, parse_gtid_pos,
-    parse_status_row,
+    HEALTH_VALUES, applied_pos, apply_connection_config, diagnose, parse_status_row,
 )
 
 REPORTED_KEYS = ('name', 'health', 'diagnosis', 'io_running', 'sql_running', 'seconds_behind',
@@ -239,17 +232,6 @@ REPORTED_KEYS = ('name', 'health', 'diagnosis', 'io_running', 'sql_running', 'se
                  'source_host', 'source_port', 'source_user', 'using_gtid', 'rewrite_db',
                  'connect_retry', 'retry_count', 'heartbeat_period', 'delay', 'ssl',
                  'io_state', 'sql_state')
-
-
-def applied_pos(gtid_io_pos, gtid_slave_pos):
-    """Entries of gtid_slave_pos for the domains this channel receives (MariaDB)."""
-    try:
-        received = parse_gtid_pos(gtid_io_pos or '')
-        applied = parse_gtid_pos(gtid_slave_pos or '')
-    except ValueError:
-        return ''
-    return format_gtid_pos(dict((domain, applied[domain]) for domain in received
-                                if domain in applied))
 
 
 def channel_report(status, is_mariadb, lag_threshold, gtid_slave_pos=None):
