@@ -120,6 +120,22 @@ def _one_line(text, limit=None):
     return text
 
 
+def _last_error(view):
+    """The backup's last error on one short line."""
+    return _one_line(view['last_error'] or 'no detail', 160)
+
+
+def device_records_error(devices):
+    """Why these allocation records cannot be checked (a record without id or
+    tunnel_mysql_port), or None when every record has both."""
+    for index, device in enumerate(devices):
+        missing = [key for key in ('id', 'tunnel_mysql_port') if device.get(key) in (None, '')]
+        if missing:
+            return ('devices[%d] has no %s (pass the allocation records, edgefleet_cloud_devices)'
+                    % (index, ', '.join(missing)))
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # Views of the three inputs
 # ---------------------------------------------------------------------------------------
@@ -158,8 +174,7 @@ def backup_view(doc, now, max_age):
     elif not success:
         if attempt_failed:
             view['state'] = 'failed'
-            view['problem'] = 'never backed up; last attempt failed: %s' % _one_line(
-                view['last_error'] or 'no detail', 160)
+            view['problem'] = 'never backed up; last attempt failed: %s' % _last_error(view)
         else:
             view['state'] = 'never'
             view['problem'] = 'never backed up'
@@ -168,12 +183,10 @@ def backup_view(doc, now, max_age):
         view['problem'] = 'last good backup %s ago (limit %s)' % (
             format_duration(view['age_s']), format_duration(max_age))
         if attempt_failed:
-            view['problem'] += '; last attempt failed: %s' % _one_line(
-                view['last_error'] or 'no detail', 160)
+            view['problem'] += '; last attempt failed: %s' % _last_error(view)
     elif attempt_failed:
         view['state'] = 'failed'
-        view['problem'] = 'last backup attempt failed: %s' % _one_line(
-            view['last_error'] or 'no detail', 160)
+        view['problem'] = 'last backup attempt failed: %s' % _last_error(view)
     else:
         view['state'] = 'ok'
         view['problem'] = None

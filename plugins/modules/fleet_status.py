@@ -26,13 +26,9 @@ description:
   - Never changes anything.
 author:
   - edgefleet maintainers (@edgefleet)
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - edgefleet.mysql_backup.read_only
+  - edgefleet.mysql_backup.replica_sockets
 options:
   devices:
     description:
@@ -53,10 +49,6 @@ options:
     description: Name of this cloud host, shown in every record.
     type: str
     required: true
-  socket_dir:
-    description: Directory of the replica instances' sockets (C(edgefleet-<instance>.sock)).
-    type: path
-    default: /run/mysqld
   login_user:
     description: User for the replica instances (root through the socket by default).
     type: str
@@ -200,11 +192,11 @@ thresholds:
   type: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_collect import (
-    HAS_PYMYSQL, collect,
-)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import device_records_error
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_collect import collect
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import require_pymysql
 
 
 def main():
@@ -224,14 +216,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PYMYSQL:
-        module.fail_json(msg=missing_required_lib('PyMySQL'))
+    require_pymysql(module)
     params = module.params
-    for index, device in enumerate(params['devices']):
-        missing = [key for key in ('id', 'tunnel_mysql_port') if device.get(key) in (None, '')]
-        if missing:
-            module.fail_json(msg='devices[%d] has no %s (pass the allocation records, '
-                                 'edgefleet_cloud_devices)' % (index, ', '.join(missing)))
+    records_error = device_records_error(params['devices'])
+    if records_error:
+        module.fail_json(msg=records_error)
     if params['lag_threshold'] < 0 or params['backup_max_age'] < 0:
         module.fail_json(msg='lag_threshold and backup_max_age must not be negative')
     options = dict((key, params[key]) for key in (

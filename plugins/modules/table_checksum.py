@@ -30,6 +30,8 @@ description:
     is paused, so a replication run cannot restart it mid-check.
 author:
   - edgefleet maintainers (@edgefleet)
+extends_documentation_fragment:
+  - edgefleet.mysql_backup.replica_sockets
 attributes:
   check_mode:
     support: full
@@ -69,10 +71,6 @@ options:
     description: Password of O(source_user).
     type: str
     required: true
-  socket_dir:
-    description: Directory of the replica instances' sockets (C(edgefleet-<instance>.sock)).
-    type: path
-    default: /run/mysqld
   login_user:
     description: User on the replica instances (needs C(SUPER) or C(REPLICATION SLAVE ADMIN)).
     type: str
@@ -203,16 +201,18 @@ written:
 import json
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.consistency import (
-    HAS_PYMYSQL, check_device, connect, schema_map_for, summarize,
+    check_device, connect, schema_map_for, summarize,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import Dialect
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import device_records_error
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_collect import (
     write_atomic,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import require_pymysql
 
 
 def check_all(params, devices):
@@ -283,14 +283,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PYMYSQL:
-        module.fail_json(msg=missing_required_lib('PyMySQL'))
+    require_pymysql(module)
     params = module.params
-    for index, device in enumerate(params['devices']):
-        missing = [key for key in ('id', 'tunnel_mysql_port') if device.get(key) in (None, '')]
-        if missing:
-            module.fail_json(msg='devices[%d] has no %s (pass allocation records, '
-                                 'edgefleet_cloud_devices)' % (index, ', '.join(missing)))
+    records_error = device_records_error(params['devices'])
+    if records_error:
+        module.fail_json(msg=records_error)
     for key in ('until_timeout', 'lock_timeout', 'locate_max_rows', 'locate_limit',
                 'connect_timeout'):
         if params[key] < 0:
