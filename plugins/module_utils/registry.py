@@ -106,21 +106,28 @@ def check_public_key(value, where):
     return value
 
 
+def _check_entry(raw, index, kind, key, check_key, fields, field_set):
+    """What every registry entry must be: a mapping with its key field and only known fields.
+    Returns (the checked key, 'kind key' to name the entry in messages)."""
+    where = '%s #%d' % (kind, index) if index is not None else kind
+    if not isinstance(raw, dict):
+        raise FleetError('%s: must be a mapping with at least "%s", got %r' % (where, key, raw))
+    if key not in raw:
+        raise FleetError('%s: field "%s" is missing' % (where, key))
+    value = check_key(raw[key], where)
+    where = '%s %s' % (kind, value)
+    extra = set(raw) - field_set
+    if extra:
+        raise FleetError('%s: unknown field(s) %s (allowed: %s)' % (where, ', '.join(sorted(extra)), ', '.join(fields)))
+    return value, where
+
+
 def normalize_device(raw, index=None):
     """Validate one registry entry; returns a dict with every DEVICE_FIELDS key."""
     fast = _normalize_device_fast(raw)
     if fast is not None:
         return fast
-    where = 'device #%d' % index if index is not None else 'device'
-    if not isinstance(raw, dict):
-        raise FleetError('%s: must be a mapping with at least "id", got %r' % (where, raw))
-    if 'id' not in raw:
-        raise FleetError('%s: field "id" is missing' % where)
-    dev_id = check_device_id(raw['id'], where)
-    where = 'device %s' % dev_id
-    extra = set(raw) - DEVICE_FIELD_SET
-    if extra:
-        raise FleetError('%s: unknown field(s) %s (allowed: %s)' % (where, ', '.join(sorted(extra)), ', '.join(DEVICE_FIELDS)))
+    dev_id, where = _check_entry(raw, index, 'device', 'id', check_device_id, DEVICE_FIELDS, DEVICE_FIELD_SET)
     return {
         'id': dev_id,
         'site': check_site(raw.get('site'), where),
@@ -183,16 +190,7 @@ def _normalize_device_fast(raw):
 
 
 def normalize_cloud_host(raw, index=None):
-    where = 'cloud host #%d' % index if index is not None else 'cloud host'
-    if not isinstance(raw, dict):
-        raise FleetError('%s: must be a mapping with at least "name", got %r' % (where, raw))
-    if 'name' not in raw:
-        raise FleetError('%s: field "name" is missing' % where)
-    name = check_cloud_host_name(raw['name'], where)
-    where = 'cloud host %s' % name
-    extra = set(raw) - CLOUD_FIELD_SET
-    if extra:
-        raise FleetError('%s: unknown field(s) %s (allowed: %s)' % (where, ', '.join(sorted(extra)), ', '.join(CLOUD_FIELDS)))
+    name, where = _check_entry(raw, index, 'cloud host', 'name', check_cloud_host_name, CLOUD_FIELDS, CLOUD_FIELD_SET)
     return {
         'name': name,
         'address': check_address(raw.get('address'), where),
