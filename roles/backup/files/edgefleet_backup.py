@@ -113,6 +113,21 @@ def _unregister(proc):
         _PROCS.discard(proc)
 
 
+def _reap(*procs):
+    """Kill whichever of ``procs`` still runs (an error or a stop unwinds) and forget them all."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _unregister(proc)
+
+
+def _read_errors(errors):
+    """The text a subprocess wrote into the temporary file ``errors``."""
+    errors.seek(0)
+    return errors.read().decode('utf-8', 'replace').strip()
+
+
 def _on_signal(signum, _frame):
     STOPPING.set()
     with _PROCS_LOCK:
@@ -590,6 +605,15 @@ def device_schemas(server, device, databases):
             if name not in SYSTEM_SCHEMAS and not name.startswith(RESERVED_SCHEMA_PREFIXES)]
 
 
+def _remove_unfinished(partial, path):
+    """After a failed backup: its partial file, and its final file unless the meta file (written
+    last) says the backup is complete."""
+    for leftover in (partial, path):
+        if os.path.exists(leftover) and not os.path.exists(path + P.META_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+
+
 def stream_into(writer, args, counter):
     """Copy the stdout of ``args`` into ``writer``; return the process' stderr text."""
     with tempfile.TemporaryFile() as errors:
@@ -601,15 +625,20 @@ def stream_into(writer, args, counter):
             proc.stdout.close()
             rc = proc.wait()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            _unregister(proc)
-        errors.seek(0)
-        text = errors.read().decode('utf-8', 'replace').strip()
+            _reap(proc)
+        text = _read_errors(errors)
     if rc != 0:
         raise BackupError('%s failed (exit %d): %s' % (os.path.basename(args[0]), rc, text[-1500:]))
     return text
+
+
+def record_schema(server, schema, tables, checksums):
+    """Per-table checksum and row count (None, None without checksums) and object counts."""
+    if checksums:
+        values = server.table_checksums(schema, tables)
+    else:
+        values = dict((table, {'checksum': None, 'rows': None}) for table in tables)
+    return values, server.object_counts(schema)
 
 
 def backup_device(ctx, device):
@@ -643,24 +672,29 @@ def backup_device(ctx, device):
                 pause_started = time.monotonic()
                 with sql_thread_paused(ctx, server, device) as channel_row:
                     position_before = server.gtid_slave_pos()
-                    for source, replica in schemas:
-                        options = P.database_options(
-                            server.query('SHOW CREATE DATABASE %s' % P.quote_ident(replica))[0]['Create Database'])
-                        tables = server.base_tables(replica)
-                        if config['checksums']:
-                            for table, value in server.table_checksums(replica, tables).items():
+                    # Checksums and object counts are recorded on another connection while the
+                    # dump runs: both happen with the SQL thread stopped, i.e. on the same frozen
+                    # data (as before, when they ran one after the other), and the position check
+                    # below covers both. The pool is joined before the SQL thread resumes.
+                    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as recorder:
+                        recorded = []
+                        for source, replica in schemas:
+                            options = P.database_options(
+                                server.query('SHOW CREATE DATABASE %s' % P.quote_ident(replica))[0]['Create Database'])
+                            tables = server.base_tables(replica)
+                            recorded.append((source, recorder.submit(
+                                record_schema, server, replica, tables, config['checksums'])))
+                            schemas_meta.append({'name': source, 'replica_schema': replica, 'options': options})
+                            header = ''.join(P.section_header(nonce, source, options)).encode('utf-8')
+                            zstd.stdin.write(header)
+                            raw[0] += len(header)
+                            dump_args = [ctx.tools['mariadb-dump'], '--no-defaults', '--socket=%s' % server.socket,
+                                         '--user=%s' % server.user] + DUMP_OPTIONS + list(config['dump_options']) + [replica]
+                            stream_into(zstd.stdin, dump_args, raw)
+                        for source, future in recorded:
+                            checksums, objects[source] = future.result()
+                            for table, value in checksums.items():
                                 tables_meta['%s.%s' % (source, table)] = value
-                        else:
-                            for table in tables:
-                                tables_meta['%s.%s' % (source, table)] = {'checksum': None, 'rows': None}
-                        objects[source] = server.object_counts(replica)
-                        schemas_meta.append({'name': source, 'replica_schema': replica, 'options': options})
-                        header = ''.join(P.section_header(nonce, source, options)).encode('utf-8')
-                        zstd.stdin.write(header)
-                        raw[0] += len(header)
-                        dump_args = [ctx.tools['mariadb-dump'], '--no-defaults', '--socket=%s' % server.socket,
-                                     '--user=%s' % server.user] + DUMP_OPTIONS + list(config['dump_options']) + [replica]
-                        stream_into(zstd.stdin, dump_args, raw)
                     footer = P.stream_end(nonce, len(schemas)).encode('utf-8')
                     zstd.stdin.write(footer)
                     raw[0] += len(footer)
@@ -672,10 +706,7 @@ def backup_device(ctx, device):
                 if zstd.wait() != 0:
                     raise BackupError('zstd failed: %s' % zstd_err.strip()[-500:])
             finally:
-                if zstd.poll() is None:
-                    zstd.kill()
-                    zstd.wait()
-                _unregister(zstd)
+                _reap(zstd)
             out_file.flush()
             os.fsync(out_file.fileno())
         mine_before = P.filter_gtid_pos(position_before, domains) if domains else position_before
@@ -715,10 +746,7 @@ def backup_device(ctx, device):
         write_json_atomic(path + P.META_SUFFIX, meta, ctx.config['file_mode_i'], ctx.config['gid'])
         return meta
     except BaseException:
-        for leftover in (partial, path):
-            if os.path.exists(leftover) and not os.path.exists(path + P.META_SUFFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(leftover)
+        _remove_unfinished(partial, path)
         raise
 
 
@@ -817,10 +845,7 @@ def backup_instance(ctx, instance):
                     if zstd.wait() != 0:
                         raise BackupError('zstd failed: %s' % zstd.stderr.read().decode('utf-8', 'replace')[-500:])
                 finally:
-                    if zstd.poll() is None:
-                        zstd.kill()
-                        zstd.wait()
-                    _unregister(zstd)
+                    _reap(zstd)
                 out_file.flush()
                 os.fsync(out_file.fileno())
         slave_info = [line.split('] ', 1)[-1].strip() for line in text.splitlines()
@@ -844,10 +869,7 @@ def backup_instance(ctx, instance):
         write_json_atomic(path + P.META_SUFFIX, meta, config['file_mode_i'], config['gid'])
         return meta
     except BaseException:
-        for leftover in (partial, path):
-            if os.path.exists(leftover) and not os.path.exists(path + P.META_SUFFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(leftover)
+        _remove_unfinished(partial, path)
         raise
 
 
@@ -941,13 +963,8 @@ def restore_file(path, server, mapping, overwrite=False, no_binlog=True, tools=N
                 pass
             unzip_rc, client_rc = unzip.wait(), client.wait()
         finally:
-            for proc in (unzip, client):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                _unregister(proc)
-        errors.seek(0)
-        error_text = errors.read().decode('utf-8', 'replace').strip()
+            _reap(unzip, client)
+        error_text = _read_errors(errors)
     if unzip_rc != 0:
         raise BackupError('zstd -dc %s failed: %s' % (path, unzip.stderr.read().decode('utf-8', 'replace')[-500:]))
     if client_rc != 0:
