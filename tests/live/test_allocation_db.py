@@ -5,7 +5,6 @@ quarantine, and concurrent allocation runs that must never share a port."""
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import threading
 
@@ -15,21 +14,12 @@ import pytest
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import registry as R
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_inventory
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
-    normalize_policy, normalize_registry_spec,
+    normalize_policy,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import run_allocation, update_device
 
 pytestmark = pytest.mark.mariadb
-_counter = itertools.count()
-
-
-@pytest.fixture
-def spec(mariadb):
-    name = 'efreg_%d' % next(_counter)
-    mariadb.execute('DROP DATABASE IF EXISTS %s' % name, 'CREATE DATABASE %s' % name)
-    return normalize_registry_spec({'type': 'mysql', 'host': mariadb.host, 'port': mariadb.port, 'user': 'root',
-                                    'password': '', 'database': name})
 
 
 def registry(spec, **kw):
@@ -64,12 +54,12 @@ def port_rows(spec):
         conn.close()
 
 
-def test_db_registry_allocates_releases_and_quarantines(spec):
-    add_clouds(spec, {'name': 'cloud01', 'address': '10.0.0.1'}, {'name': 'cloud02', 'address': '10.0.0.2'})
-    add_devices(spec, ['dev1', 'dev2', 'dev3'], site='lab')
-    update_device(registry(spec), 'dev3', {'replica_mode': 'channel'})
+def test_db_registry_allocates_releases_and_quarantines(registry_spec):
+    add_clouds(registry_spec, {'name': 'cloud01', 'address': '10.0.0.1'}, {'name': 'cloud02', 'address': '10.0.0.2'})
+    add_devices(registry_spec, ['dev1', 'dev2', 'dev3'], site='lab')
+    update_device(registry(registry_spec), 'dev3', {'replica_mode': 'channel'})
     policy = normalize_policy({})
-    reg = registry(spec)
+    reg = registry(registry_spec)
     result, allocations = run_allocation(reg, policy, now=1800000000.0)
     assert sorted(allocations) == ['dev1', 'dev2', 'dev3'] and result.changed
     assert allocations['dev3']['replica_instance'] == 'multi-01'
@@ -82,7 +72,7 @@ def test_db_registry_allocates_releases_and_quarantines(spec):
     update_device(reg, 'dev1', {'status': 'retired'})
     gone, after = run_allocation(reg, policy, now=1800000002.0)
     assert gone.released.keys() == {'dev1'} and 'dev1' not in after
-    rows = port_rows(spec)
+    rows = port_rows(registry_spec)
     assert sorted(r[2] for r in rows if r[3] == 'dev1') == ['quarantine'] * 3
     # inventory built from the DB registry
     with reg.transaction(write=False) as tx:
@@ -93,11 +83,11 @@ def test_db_registry_allocates_releases_and_quarantines(spec):
     reg.close()
 
 
-def test_db_enforces_unique_ports_and_ids(spec):
-    add_clouds(spec, {'name': 'cloud01'})
-    add_devices(spec, ['dev1'])
-    run_allocation(registry(spec), normalize_policy({}))
-    conn = pymysql.connect(host=spec['host'], port=spec['port'], user='root', password='', database=spec['database'])
+def test_db_enforces_unique_ports_and_ids(registry_spec):
+    add_clouds(registry_spec, {'name': 'cloud01'})
+    add_devices(registry_spec, ['dev1'])
+    run_allocation(registry(registry_spec), normalize_policy({}))
+    conn = pymysql.connect(host=registry_spec['host'], port=registry_spec['port'], user='root', password='', database=registry_spec['database'])
     try:
         with conn.cursor() as cur:
             with pytest.raises(pymysql.err.IntegrityError):
@@ -111,14 +101,14 @@ def test_db_enforces_unique_ports_and_ids(spec):
         conn.close()
 
 
-def test_unreachable_db_is_a_clear_error(spec):
-    bad = dict(spec, port=1, connect_timeout=2)
+def test_unreachable_db_is_a_clear_error(registry_spec):
+    bad = dict(registry_spec, port=1, connect_timeout=2)
     with pytest.raises(FleetError, match='is unreachable'):
         run_allocation(registry(bad), normalize_policy({}))
 
 
-def test_reader_without_tables_gets_a_hint(spec):
-    reg = registry(spec)
+def test_reader_without_tables_gets_a_hint(registry_spec):
+    reg = registry(registry_spec)
     with pytest.raises(FleetError, match='has no edgefleet tables yet'):
         with reg.transaction(write=False) as tx:
             tx.load_registry()
@@ -152,26 +142,26 @@ def _assert_disjoint_and_complete(spec, expected):
 
 
 @pytest.mark.parametrize('use_lock', [True, False], ids=['row-lock', 'unique-keys-only'])
-def test_two_processes_started_together_never_share_a_port(spec, use_lock):
+def test_two_processes_started_together_never_share_a_port(registry_spec, use_lock):
     """Two allocation runs (AWX job slices) for disjoint new devices, started at the same time.
 
     With the row lock they serialize; without it (use_lock=False) the UNIQUE keys reject the
     loser's rows, its transaction rolls back and it retries against the winner's state.
     """
-    add_clouds(spec, {'name': 'cloud01'}, {'name': 'cloud02'})
+    add_clouds(registry_spec, {'name': 'cloud01'}, {'name': 'cloud02'})
     left = ['a%03d' % i for i in range(40)]
     right = ['b%03d' % i for i in range(40)]
-    add_devices(spec, left + right)
+    add_devices(registry_spec, left + right)
     ctx = multiprocessing.get_context('fork')
     with ctx.Pool(2) as pool:
-        out = pool.map(_run_slice, [(spec, left, use_lock), (spec, right, use_lock)])
+        out = pool.map(_run_slice, [(registry_spec, left, use_lock), (registry_spec, right, use_lock)])
     assert [o[0] for o in out] == [left, right]
-    _assert_disjoint_and_complete(spec, left + right)
+    _assert_disjoint_and_complete(registry_spec, left + right)
     print('use_lock=%s: conflicts rolled back and retried: %d' % (use_lock, sum(o[1] for o in out)))
 
 
-def test_many_threads_self_register_and_allocate(spec):
-    add_clouds(spec, {'name': 'cloud01'}, {'name': 'cloud02'}, {'name': 'cloud03'})
+def test_many_threads_self_register_and_allocate(registry_spec):
+    add_clouds(registry_spec, {'name': 'cloud01'}, {'name': 'cloud02'}, {'name': 'cloud03'})
     groups = [['t%d_%02d' % (k, i) for i in range(10)] for k in range(6)]
     errors = []
     barrier = threading.Barrier(len(groups))
@@ -179,7 +169,7 @@ def test_many_threads_self_register_and_allocate(spec):
     def worker(ids):
         try:
             barrier.wait()
-            reg = registry(spec, use_lock=False)
+            reg = registry(registry_spec, use_lock=False)
             for dev_id in ids:  # devices register themselves concurrently ...
                 update_device(reg, dev_id, {'site': 'fleet'})
             run_allocation(reg, normalize_policy({}), only=ids, attempts=100)  # ... and allocate
@@ -193,4 +183,4 @@ def test_many_threads_self_register_and_allocate(spec):
     for t in threads:
         t.join()
     assert not errors
-    _assert_disjoint_and_complete(spec, sum(groups, []))
+    _assert_disjoint_and_complete(registry_spec, sum(groups, []))

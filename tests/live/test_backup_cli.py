@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.live.support import wait_for
 from tests.support.mariadb import mariadb_server
 
 pytestmark = pytest.mark.mariadb
@@ -56,17 +57,6 @@ def gtid_slave_pos(replica):
 
 def domain_pos(position, domain):
     return ','.join(p for p in position.split(',') if p and p.split('-')[0] == str(domain))
-
-
-def wait_for(predicate, timeout=30, what='condition'):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError('timed out waiting for %s (last: %r)' % (what, last))
 
 
 def sql_running(replica, channel):
@@ -170,7 +160,9 @@ def fleet():
         yield servers
 
 
-def make_config(tmp_path, fleet, **overrides):
+def make_config(tmp_path, fleet, only_dev1=False, **overrides):
+    """Write the backup config of dev1 (instance ra), dev2 and dev3 (channels on rb), or of
+    dev1 alone; return its path."""
     config = {
         'backup_dir': str(tmp_path / 'backup'),
         'log_file': str(tmp_path / 'backup.log'),
@@ -190,6 +182,8 @@ def make_config(tmp_path, fleet, **overrides):
              'instance': 'shared', 'schema_prefix': 'dev3_', 'gtid_domain_id': 1000},
         ],
     }
+    if only_dev1:
+        config['devices'] = config['devices'][:1]
     config.update(overrides)
     path = tmp_path / 'backup.json'
     path.write_text(json.dumps(config))
@@ -426,11 +420,7 @@ def test_restore_onto_a_fresh_device_resumes_replication(tmp_path):
         write_rows(old, 1, 1000, 'old')
         wait_for(caught_up(old, replica, 1000), what='replica caught up')
         assert q(replica, "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME='ev_cleanup'")[0][0] == 'SLAVESIDE_DISABLED'
-        config = make_config(tmp_path, {'ra': replica, 'rb': replica})
-        data = json.loads(open(config).read())
-        data['devices'] = data['devices'][:1]
-        with open(config, 'w') as handle:
-            json.dump(data, handle)
+        config = make_config(tmp_path, {'ra': replica, 'rb': replica}, only_dev1=True)
         result = cli(config, 'run')
         path = str(tmp_path / 'backup' / 'logical' / 'dev1' / result['devices'][0]['file'])
         position = result['devices'][0]['position']
@@ -509,11 +499,7 @@ def test_interrupted_run_leaves_nothing_half_done(tmp_path, fleet):
     slow = tmp_path / 'slow-dump'
     slow.write_text('#!/bin/sh\nsleep 20\nexec mariadb-dump "$@"\n')
     slow.chmod(0o755)
-    config = make_config(tmp_path, fleet, tools={'mariadb-dump': str(slow)})
-    data = json.loads(open(config).read())
-    data['devices'] = data['devices'][:1]
-    with open(config, 'w') as handle:
-        json.dump(data, handle)
+    config = make_config(tmp_path, fleet, tools={'mariadb-dump': str(slow)}, only_dev1=True)
     proc = subprocess.Popen(['/usr/bin/python3', SCRIPT, '--config', config, '--quiet', 'run'])
     directory = tmp_path / 'backup' / 'logical' / 'dev1'
     wait_for(lambda: directory.exists() and any(n.endswith('.partial') for n in os.listdir(directory)),
@@ -610,11 +596,7 @@ def test_position_and_data_agree_while_the_device_keeps_writing(tmp_path):
         thread.start()
         try:
             time.sleep(1)
-            config = make_config(tmp_path, {'ra': replica, 'rb': replica})
-            data = json.loads(open(config).read())
-            data['devices'] = data['devices'][:1]
-            with open(config, 'w') as handle:
-                json.dump(data, handle)
+            config = make_config(tmp_path, {'ra': replica, 'rb': replica}, only_dev1=True)
             result = cli(config, 'run')
             time.sleep(1)
         finally:

@@ -4,48 +4,21 @@ on the replica (sql_log_bin=0, root bypassing read_only) is found and named, in 
 and in channel mode (renamed schema), and a device written to during the check still compares
 equal (both sides are compared at one GTID position, the device is not paused).
 """
+import contextlib
 import json
 import os
-import subprocess
 import threading
 import time
 
 import pytest
 
+from tests.live.support import ansible_module, channel_state, wait_for
 from tests.support.mariadb import mariadb_server
 
 pytestmark = pytest.mark.mariadb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 REPL_PW = "c0nsist-repl"
 CHECK_PW = "c0nsist-check"
-
-
-def ansible_module(module, args):
-    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"),
-               ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, "python"),
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_LOCALHOST_WARNING="false")
-    proc = subprocess.run([os.path.join(VENV_BIN, "ansible"), "localhost", "-i", "localhost,",
-                           "-c", "local", "-m", "edgefleet.mysql_backup." + module,
-                           "-a", json.dumps(args)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    output = proc.stdout + proc.stderr
-    assert CHECK_PW not in output, "check password leaked"
-    data = json.loads(proc.stdout)
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"], output
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def prepare_device(dev):
@@ -78,15 +51,8 @@ def replica_has(rep, schema, count):
 
 
 def channel_running(rep, name):
-    conn = rep.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW SLAVE %s STATUS", (name,))
-            cols = [c[0] for c in cur.description]
-            row = dict(zip(cols, cur.fetchone()))
-        return row["Slave_IO_Running"] == "Yes" and row["Slave_SQL_Running"] == "Yes"
-    finally:
-        conn.close()
+    row = channel_state(rep, name)
+    return row["Slave_IO_Running"] == "Yes" and row["Slave_SQL_Running"] == "Yes"
 
 
 def socket_dir(tmp_path, rep, instance):
@@ -96,21 +62,29 @@ def socket_dir(tmp_path, rep, instance):
     return str(path)
 
 
+@contextlib.contextmanager
+def device_replicated(device_id, replica_id):
+    """A prepared device and a read-only replica whose channel dev1 has its schema (instance
+    mode); yields (device, replica)."""
+    with mariadb_server(server_id=device_id) as dev, \
+            mariadb_server(server_id=replica_id, extra_options=["--read-only=ON"]) as rep:
+        prepare_device(dev)
+        start_channel(rep, "dev1", dev)
+        wait_for(lambda: replica_has(rep, "app", 2), what="replica schema")
+        yield dev, rep
+
+
 def check(devices, sockets, results=None, **extra):
     args = {"devices": devices, "source_password": CHECK_PW, "socket_dir": sockets,
             "databases": ["app"]}
     if results:
         args["results_dir"] = results
     args.update(extra)
-    return ansible_module("table_checksum", args)
+    return ansible_module("table_checksum", args, secret=CHECK_PW)
 
 
 def test_instance_mode_healthy_then_diverged(tmp_path):
-    with mariadb_server(server_id=611) as dev, \
-            mariadb_server(server_id=691, extra_options=["--read-only=ON"]) as rep:
-        prepare_device(dev)
-        start_channel(rep, "dev1", dev)
-        wait_for(lambda: replica_has(rep, "app", 2), what="replica schema")
+    with device_replicated(611, 691) as (dev, rep):
         device = {"id": "dev1", "tunnel_mysql_port": dev.port, "replica_instance": "dev1",
                   "channel_name": "dev1", "replica_mode": "instance", "schema_prefix": ""}
         sockets = socket_dir(tmp_path, rep, "dev1")
@@ -206,11 +180,7 @@ def test_channel_mode_renamed_schema_and_writes_during_the_check(tmp_path):
 
 
 def test_unreachable_device_and_broken_channel_are_reported(tmp_path):
-    with mariadb_server(server_id=631) as dev, \
-            mariadb_server(server_id=693, extra_options=["--read-only=ON"]) as rep:
-        prepare_device(dev)
-        start_channel(rep, "dev1", dev)
-        wait_for(lambda: replica_has(rep, "app", 2), what="replica schema")
+    with device_replicated(631, 693) as (dev, rep):
         sockets = socket_dir(tmp_path, rep, "dev1")
         device = {"id": "dev1", "tunnel_mysql_port": dev.port, "replica_instance": "dev1",
                   "channel_name": "dev1"}

@@ -6,14 +6,12 @@ one transaction), and what the DB holds afterwards is what the engine computed."
 
 from __future__ import annotations
 
-import itertools
-
 import pymysql
 import pytest
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import registry as R
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
-    normalize_policy, normalize_registry_spec,
+    normalize_policy,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     run_allocation, update_cloud_host, update_device,
@@ -21,16 +19,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_op
 from ansible_collections.edgefleet.mysql_backup.plugins.modules.allocation import run_move
 
 pytestmark = pytest.mark.mariadb
-_counter = itertools.count()
 T0 = 1800000000.0
-
-
-@pytest.fixture
-def spec(mariadb):
-    name = 'efmove_%d' % next(_counter)
-    mariadb.execute('DROP DATABASE IF EXISTS %s' % name, 'CREATE DATABASE %s' % name)
-    return normalize_registry_spec({'type': 'mysql', 'host': mariadb.host, 'port': mariadb.port, 'user': 'root',
-                                    'password': '', 'database': name})
 
 
 def rows(spec, sql):
@@ -44,8 +33,8 @@ def rows(spec, sql):
 
 
 @pytest.mark.parametrize('mode', ['instance', 'channel'])
-def test_move_and_drain_persist_in_the_db(spec, mode):
-    reg = R.open_registry(spec)
+def test_move_and_drain_persist_in_the_db(registry_spec, mode):
+    reg = R.open_registry(registry_spec)
     for name, address in (('cloud01', '10.0.0.1'), ('cloud02', '10.0.0.2')):
         update_cloud_host(reg, name, {'address': address})
     for index in range(6):
@@ -65,7 +54,7 @@ def test_move_and_drain_persist_in_the_db(spec, mode):
     assert after[dev]['cloud_host'] == 'cloud02'
     with reg.transaction(write=False) as tx:
         assert tx.load_state()['allocations'] == after
-    quarantined = rows(spec, "SELECT cloud_host, owner FROM edgefleet_ports WHERE kind = 'quarantine'")
+    quarantined = rows(registry_spec, "SELECT cloud_host, owner FROM edgefleet_ports WHERE kind = 'quarantine'")
     assert set(quarantined) == {('cloud01', dev)}
     assert not run_move(reg, policy, move_ids=[dev], move_to='cloud02', now=T0 + 61)[0].changed
 
@@ -77,10 +66,10 @@ def test_move_and_drain_persist_in_the_db(spec, mode):
     for dev_id, rec in after.items():
         if dev_id not in on1:
             assert drained[dev_id] == rec
-    held = rows(spec, "SELECT cloud_host, port FROM edgefleet_ports")
+    held = rows(registry_spec, "SELECT cloud_host, port FROM edgefleet_ports")
     assert len(held) == len(set(held))
-    live = rows(spec, "SELECT cloud_host FROM edgefleet_ports WHERE kind <> 'quarantine' AND cloud_host = 'cloud01' "
-                      "AND kind <> 'instance'")
+    live = rows(registry_spec, "SELECT cloud_host FROM edgefleet_ports WHERE kind <> 'quarantine' "
+                               "AND cloud_host = 'cloud01' AND kind <> 'instance'")
     assert live == ()
     # a normal allocation afterwards is a no-op
     assert not run_allocation(reg, policy, now=T0 + 180)[0].changed

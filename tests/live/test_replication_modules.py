@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
+from tests.live.support import wait_for
 from tests.support.mariadb import mariadb_server
 
 pytestmark = pytest.mark.mariadb
@@ -74,17 +74,6 @@ def channel(name, source, **extra):
             'source_user': 'repl', 'source_password': PASSWORD}
     spec.update(extra)
     return spec
-
-
-def wait_for(predicate, timeout=20, what='condition'):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError('timed out waiting for %s (last: %r)' % (what, last))
 
 
 def rows(server, table):

@@ -23,20 +23,15 @@ import time
 import pytest
 
 from tests.runner.support import ROOT, Job
+from tests.support.mariadb import free_port
 
 FAKE = os.path.join(ROOT, "molecule", "proxysql", "fake_admin.py")
 PLAYBOOK = os.path.join("tests", "runner", "proxysql.yml")
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def endpoint(tmp_path):
-    port = _free_port()
+    port = free_port()
     state = tmp_path / "fake"
     proc = subprocess.Popen([sys.executable, FAKE, "--dir", str(state), "--port", str(port), "--password", "pw"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

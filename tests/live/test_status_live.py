@@ -11,7 +11,6 @@ instance does not exist:
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -19,56 +18,13 @@ import pytest
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status as fs
 
-from tests.support.mariadb import mariadb_server
+from tests.live.support import ROOT, VENV_BIN, ansible_module, channel_state, wait_for
+from tests.support.mariadb import free_port, mariadb_server
 
 pytestmark = pytest.mark.mariadb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 MONITOR = os.path.join(ROOT, "roles", "monitoring", "files", "edgefleet-monitor")
 PASSWORD = "st4tus-repl-pw"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ansible_module(module, args):
-    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"),
-               ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, "python"),
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_LOCALHOST_WARNING="false")
-    proc = subprocess.run([os.path.join(VENV_BIN, "ansible"), "localhost", "-i", "localhost,",
-                           "-c", "local", "-m", "edgefleet.mysql_backup." + module,
-                           "-a", json.dumps(args)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False)
-    data = json.loads(proc.stdout)
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"], proc.stdout + proc.stderr
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def channel_state(replica, name):
-    conn = replica.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW SLAVE %s STATUS", (name,))
-            cols = [c[0] for c in cur.description]
-            return dict(zip(cols, cur.fetchone()))
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +75,7 @@ EXPECTED = {"dev1": "ok", "dev2": "error", "dev3": "offline", "dev4": "error"}
 
 
 def test_module_reports_each_device_state(fleet):
-    result, output = ansible_module("fleet_status", {
+    result, output = ansible_module("fleet_status", timeout=180, args={
         "devices": fleet["devices"], "instances": fleet["instances"], "cloud_host": "cloud-test",
         "socket_dir": fleet["sockets"], "backup_status_dir": fleet["backups"],
         "consistency_dir": fleet["checks"], "connect_timeout": 2})

@@ -16,7 +16,7 @@ import pymysql
 MARIADBD_CANDIDATES = ("/usr/sbin/mariadbd", "/usr/sbin/mysqld")
 
 
-def _free_port():
+def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -123,7 +123,7 @@ def mariadb_server(server_id=1, binlog=True, extra_options=()):
     options = list(extra_options)
     if binlog:
         options += ["--log-bin=binlog", "--binlog-format=ROW", f"--gtid-domain-id={server_id}"]
-    server = MariaDBServer(workdir, _free_port(), server_id, options)
+    server = MariaDBServer(workdir, free_port(), server_id, options)
     try:
         yield server.start()
     finally:
