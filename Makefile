@@ -84,7 +84,7 @@ browser: venv ## The status page rendered in headless Chromium (screenshot in te
 	python -m pytest tests/browser
 
 lab-test: lab-up ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
-	$(LAB_LOCK) python -m pytest -m lab tests/live tests/lab tests/security
+	$(LAB_LOCK) python -m pytest -m lab tests/lab tests/security tests/live
 
 security: lab-up ## Security probe only (keys confined, no shell, no secrets leaked)
 	$(LAB_LOCK) python -m pytest -m lab tests/security
