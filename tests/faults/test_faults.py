@@ -136,13 +136,17 @@ def crash_replica(device):
     return inject
 
 
-def test_replica_crash_instance_mode(lab):
-    """SIGKILL the replica mysqld of one device mid-stream: systemd restarts it, crash recovery
-    (relay_log_recovery, gtid_slave_pos in InnoDB) resumes without loss or duplicates."""
-    device = next((d for d in lab.devices if d.mode == "instance"), None)
-    if device is None:
-        pytest.skip("no instance-mode device in the lab")
-    exercise(lab, "replica crash (SIGKILL mysqld)", [device], crash_replica(device), goal=REPLICA_GOAL)
+@pytest.mark.parametrize("mode", ["instance", "channel"])
+def test_replica_crash(lab, mode):
+    """SIGKILL the replica mysqld of one device mid-stream (in channel mode: the shared mysqld of
+    every device on it): systemd restarts it, crash recovery (relay_log_recovery, gtid_slave_pos
+    in InnoDB) resumes every channel without loss or duplicates. The lab has both modes
+    (lab/vars.yml lab_channel_mode_devices); a missing mode is a failure, not a skip."""
+    device = next((d for d in lab.devices if d.mode == mode), None)
+    assert device is not None, f"no {mode}-mode device in the lab (lab/vars.yml lab_channel_mode_devices)"
+    affected = [d for d in lab.devices if d.cloud == device.cloud and d.instance == device.instance]
+    exercise(lab, "replica crash (SIGKILL mysqld)", affected, crash_replica(device), goal=REPLICA_GOAL,
+             mode=mode)
     restarts = sh(device.cloud, f"systemctl show -p NRestarts --value mariadb@{device.instance}").stdout.strip()
     assert int(restarts or 0) >= 1, "the replica came back, but not through systemd's Restart="
 
