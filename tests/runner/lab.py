@@ -8,6 +8,8 @@ import re
 import subprocess
 import time
 
+import yaml
+
 from tests.runner.support import ROOT, environment, plain
 
 LOCK = "/tmp/edgefleet-lab.lock"
@@ -53,9 +55,9 @@ def lab_lock():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run(args, timeout=1800, check=True):
-    """A command in the repository root with the project's Ansible environment."""
-    env = dict(os.environ, **environment())
+def run(args, timeout=1800, check=True, env=None):
+    """A command in the repository root with the project's Ansible environment (plus env)."""
+    env = dict(os.environ, **environment(), **(env or {}))
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode:
         raise AssertionError("%s failed (rc=%d):\n%s\n%s"
@@ -72,11 +74,28 @@ def recap(stdout):
     return out
 
 
-def scale(devices, clouds):
-    """lab/up.yml to this size, connection vars, then site.yml (what the lab rules ask for)."""
-    run(["ansible-playbook", "lab/up.yml", "-e", "lab_devices=%d" % devices, "-e", "lab_clouds=%d" % clouds])
+def grow(devices, clouds, channel_mode_devices=None):
+    """lab/up.yml to this size and the connection vars, without converging the fleet.
+    channel_mode_devices: the lab_channel_mode_devices to write into the registry (it is rewritten
+    only when the lab's hosts change); None keeps lab/vars.yml's list."""
+    extra = ["-e", "lab_devices=%d" % devices, "-e", "lab_clouds=%d" % clouds]
+    if channel_mode_devices is not None:
+        extra += ["-e", json.dumps({"lab_channel_mode_devices": list(channel_mode_devices)})]
+    run(["ansible-playbook", "lab/up.yml"] + extra)
     run(["make", "--no-print-directory", "lab-vars"])
+
+
+def scale(devices, clouds, channel_mode_devices=None):
+    """lab/up.yml to this size, connection vars, then site.yml (what the lab rules ask for)."""
+    grow(devices, clouds, channel_mode_devices)
     return run(["ansible-playbook", "site.yml"])
+
+
+def channel_mode_devices():
+    """Devices the lab registry puts in channel mode now (keep them so when resizing)."""
+    with open(os.path.join(ROOT, "inventories", "lab", "registry.yml"), encoding="utf-8") as handle:
+        registry = yaml.safe_load(handle) or {}
+    return [d["id"] for d in registry.get("devices") or [] if d.get("replica_mode") == "channel"]
 
 
 def inventory():
