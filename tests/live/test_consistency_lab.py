@@ -63,7 +63,7 @@ def target():
     finally:
         # put the replica row back (if resync did not), drop the probe, record a clean check
         on_replica(device, f"SET SESSION sql_log_bin=0; UPDATE `{schema}`.{PROBE} SET qty = 2 WHERE id = 2")
-        host.check_output("mariadb -e %s", f"DROP TABLE IF EXISTS app.{PROBE}")
+        host.check_output("mariadb app -e %s", f"DROP TABLE IF EXISTS {PROBE}")
         wait(lambda: on_replica(device, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
                                         f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE}'") == [["0"]],
              60, "probe dropped on the replica")

@@ -99,7 +99,7 @@ def two_clouds():
             for device in ("device01", "device02", "device03", "device04"):
                 lab.shell(device, WRITER)
                 lab.sql(device, "CREATE DATABASE IF NOT EXISTS app")
-                lab.sql(device, "CREATE TABLE IF NOT EXISTS app.rb (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
+                lab.sql(device, "USE app; CREATE TABLE IF NOT EXISTS rb (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
                 lab.sql(device, "INSERT INTO app.rb (v) SELECT CONCAT('base-', seq) FROM app.seq_1_to_500")
             yield before
         finally:
@@ -117,7 +117,7 @@ def restore_two_plus_one():
                          "/var/lib/edgefleet/replicas/.moved /var/lib/edgefleet/replicas/.applied/device03.* "
                          "/var/lib/edgefleet/replicas/.applied/device04.* /var/lib/edgefleet/moves")
     for device in ("device01", "device02"):
-        lab.sql(device, "DROP TABLE IF EXISTS app.rb")
+        lab.sql(device, "USE app; DROP TABLE IF EXISTS rb")
     again = lab.run(["ansible-playbook", "site.yml"])
     changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
     assert not changed, "site.yml is not a no-op after restoring the lab: %s" % changed

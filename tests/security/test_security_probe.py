@@ -551,7 +551,7 @@ def test_replica_refuses_writes_of_a_non_super_user(name):
     had_app = sql(device, "SHOW DATABASES LIKE 'app'") == [["app"]]
     try:
         # A table that exists on the device and, through replication, on its replica.
-        sql(device, f"CREATE DATABASE IF NOT EXISTS app; DROP TABLE IF EXISTS app.{PROBE_TABLE}; CREATE TABLE app.{PROBE_TABLE} "
+        sql(device, f"CREATE DATABASE IF NOT EXISTS app; USE app; DROP TABLE IF EXISTS {PROBE_TABLE}; CREATE TABLE {PROBE_TABLE} "
                     "(id INT PRIMARY KEY, note VARCHAR(64)); "
                     f"INSERT INTO app.{PROBE_TABLE} VALUES (1, 'written on the device')")
         _wait_rows(cloud, replica_socket, f"{schema}.{PROBE_TABLE}", 1)
@@ -575,7 +575,7 @@ def test_replica_refuses_writes_of_a_non_super_user(name):
     finally:
         device.run("mariadb -N -B -e %s", drop_user)
         cloud.run("mariadb --socket=%s -N -B -e %s", replica_socket, drop_user)
-        device.run("mariadb -N -B -e %s", f"DROP TABLE IF EXISTS app.{PROBE_TABLE}")
+        device.run("mariadb -N -B app -e %s", f"DROP TABLE IF EXISTS {PROBE_TABLE}")
         if not had_app:
             device.run("mariadb -N -B -e %s", "DROP DATABASE IF EXISTS app")
     _wait_table_gone(cloud, replica_socket, schema)

@@ -19,7 +19,7 @@ def test_row_written_on_device_arrives_on_replica(name):
     cloud = lab_host(hostvars(name)["edgefleet_cloud_host"])
     token = f"{name}-{uuid.uuid4()}"
     sql(device, "CREATE DATABASE IF NOT EXISTS app")
-    sql(device, "CREATE TABLE IF NOT EXISTS app.e2e (token VARCHAR(80) PRIMARY KEY, device VARCHAR(64))")
+    sql(device, "USE app; CREATE TABLE IF NOT EXISTS e2e (token VARCHAR(80) PRIMARY KEY, device VARCHAR(64))")
     sql(device, f"INSERT INTO app.e2e VALUES ('{token}', '{name}')")
     query = f"SELECT device FROM `{replica_schema(name)}`.e2e WHERE token = '{token}'"
     deadline = time.monotonic() + 60

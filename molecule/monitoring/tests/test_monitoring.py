@@ -84,7 +84,7 @@ def restore(offline, broken):
         except AssertionError as exc:
             errors.append(str(exc))
     try:
-        lab_host(broken).check_output("mariadb -e %s", f"DROP TABLE IF EXISTS app.{PROBE_TABLE}")
+        lab_host(broken).check_output("mariadb app -e %s", f"DROP TABLE IF EXISTS {PROBE_TABLE}")
     except Exception as exc:
         errors.append(f"drop probe table: {exc}")
     if errors:

@@ -33,8 +33,8 @@ def test_channel_is_healthy(name):
 @pytest.mark.parametrize("name", DEVICES)
 def test_device_writes_replicate(name):
     device = lab_host(name)
-    device.check_output("mariadb -e %s", "CREATE DATABASE IF NOT EXISTS app; CREATE TABLE IF NOT EXISTS "
-                        "app.replication_check (id INT PRIMARY KEY, v INT); "
+    device.check_output("mariadb -e %s", "CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS "
+                        "replication_check (id INT PRIMARY KEY, v INT); "
                         "REPLACE INTO app.replication_check VALUES (1, UNIX_TIMESTAMP())")
     value = device.check_output("mariadb -N -e %s", "SELECT v FROM app.replication_check WHERE id = 1")
     hv = hostvars(name)
