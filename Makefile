@@ -19,7 +19,7 @@ MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replicat
 LAB_LOCK := flock /tmp/edgefleet-lab.lock
 
 .PHONY: help venv lab-up lab-destroy lab-vars demo site lint sanity units live lab-test \
-        molecule test promtool browser test-faults test-faults-short security
+        molecule test promtool browser test-faults test-faults-short security lab-site
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -83,19 +83,22 @@ promtool: venv ## Alert rules: promtool check rules + promtool test rules
 browser: venv ## The status page rendered in headless Chromium (screenshot in tests/output/browser)
 	python -m pytest tests/browser
 
-lab-test: lab-up ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
+lab-site: lab-up ## The lab converged by site.yml (what the lab suites start from)
+	$(LAB_LOCK) ansible-playbook site.yml
+
+lab-test: lab-site ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
 	$(LAB_LOCK) python -m pytest -m lab tests/lab tests/security tests/live
 
-security: lab-up ## Security probe only (keys confined, no shell, no secrets leaked)
+security: lab-site ## Security probe only (keys confined, no shell, no secrets leaked)
 	$(LAB_LOCK) python -m pytest -m lab tests/security
 
 molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
 	for s in $(MOLECULE_SCENARIOS); do $(LAB_LOCK) molecule test -s $$s || exit 1; done
 
-test-faults: lab-up ## The whole fault suite; its table is printed and kept in bench/results/faults.json
+test-faults: lab-site ## The whole fault suite; its table is printed and kept in bench/results/faults.json
 	$(LAB_LOCK) python -m pytest -s tests/faults
 
-test-faults-short: lab-up ## The fault suite without the slow faults (reboots, cloud restart)
+test-faults-short: lab-site ## The fault suite without the slow faults (reboots, cloud restart)
 	$(LAB_LOCK) python -m pytest -s -m "not slow" tests/faults
 
 test: venv lint sanity units live promtool browser lab-test molecule test-faults-short ## Everything CI runs
