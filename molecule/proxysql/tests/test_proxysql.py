@@ -14,7 +14,7 @@ def db(name="main.db"):
 
 
 def allocation():
-    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory", "registry.alloc.yml")
+    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory", "proxysql-registry.alloc.yml")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
