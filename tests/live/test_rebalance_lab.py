@@ -72,8 +72,9 @@ def replica_data(device, pos):
     sock = lab.replica_socket(rec["replica_instance"])
     (waited,), = lab.sql(rec["cloud_host"], "SELECT MASTER_GTID_WAIT('%s', 120)" % pos, sock)
     assert waited == "0", "%s's replica on %s did not reach %s" % (device, rec["cloud_host"], pos)
-    (count,), = lab.sql(rec["cloud_host"], "SELECT COUNT(*) FROM app.rb", sock)
-    (dummy, checksum), = lab.sql(rec["cloud_host"], "CHECKSUM TABLE app.rb", sock)
+    table = "`%sapp`.rb" % (rec.get("schema_prefix") or "")  # channel mode: <prefix>app
+    (count,), = lab.sql(rec["cloud_host"], "SELECT COUNT(*) FROM %s" % table, sock)
+    (dummy, checksum), = lab.sql(rec["cloud_host"], "CHECKSUM TABLE %s" % table, sock)
     return int(count), checksum
 
 
