@@ -1,6 +1,5 @@
 """Fault suite fixtures: the lab lock for the whole session, writers' tools, and the lab put back."""
 import dataclasses
-import time
 
 import pytest
 
@@ -20,15 +19,6 @@ class Lab:
         return next(d for d in self.devices if d.name == name)
 
 
-def _wait_healthy(devices, timeout=120):
-    deadline = time.monotonic() + timeout
-    problems = harness.lab_healthy(devices)
-    while problems and time.monotonic() < deadline:
-        time.sleep(3)
-        problems = harness.lab_healthy(devices)
-    return problems
-
-
 @pytest.fixture(scope="session")
 def lab_lock():
     with harness.lab_lock():
@@ -42,7 +32,7 @@ def lab(lab_lock):  # pylint: disable=redefined-outer-name,unused-argument
     if len(devices) < 2:
         pytest.fail("the fault suite needs at least 2 lab devices (make lab-up)")
     harness.restore_lab(devices, clouds)
-    problems = _wait_healthy(devices)
+    problems = harness.wait_healthy(devices)
     if problems:
         pytest.fail("the lab is not replicating before any fault was injected; run `make lab-up` and "
                     "`ansible-playbook site.yml` first:\n  " + "\n  ".join(problems))
@@ -59,12 +49,12 @@ def put_back(devices, clouds):
         harness.sh(device.name, "systemctl disable --now 'edgefleet-fault-writer@*.service' >/dev/null 2>&1; true",
                    check=False) if harness.container_running(device.name) else None
     harness.restore_lab(devices, clouds)
-    problems = _wait_healthy(devices, timeout=90)
+    problems = harness.wait_healthy(devices, timeout=90)
     if problems:
         print("fault suite teardown: lab unhealthy (" + "; ".join(problems) + "): running site.yml")
         proc = harness.run_playbook("site.yml")
         print(proc.stdout[-3000:])
-        problems = _wait_healthy(devices, timeout=120)
+        problems = harness.wait_healthy(devices, timeout=120)
     harness.remove_tools(devices, clouds)
     if problems:
         raise harness.LabError("the fault suite could not put the lab back: " + "; ".join(problems))

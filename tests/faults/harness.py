@@ -396,6 +396,16 @@ def lab_healthy(lab_devices):
     return problems
 
 
+def wait_healthy(lab_devices, timeout=120, interval=3):
+    """Problems still left after waiting up to ``timeout`` seconds for lab_healthy() to pass."""
+    deadline = time.monotonic() + timeout
+    problems = lab_healthy(lab_devices)
+    while problems and time.monotonic() < deadline:
+        time.sleep(interval)
+        problems = lab_healthy(lab_devices)
+    return problems
+
+
 def run_playbook(*args, timeout=1800):
     binary = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
     proc = subprocess.run([binary if os.access(binary, os.X_OK) else "ansible-playbook", *args], env=ENV, cwd=ROOT, capture_output=True, text=True,

@@ -77,24 +77,14 @@ def lab():
     with lab_lock():
         assert len(DEVICES) >= 2, f"the probe needs two active devices on the lab, has {DEVICES}"
         assert ring(), "the probe needs two devices on one cloud host"
-        problems = _wait_healthy(60)
+        problems = harness.wait_healthy(harness.fleet(), timeout=60, interval=2)
         assert not problems, "lab not healthy before the probe (make lab-up; ansible-playbook site.yml): %s" % problems
         for name in DEVICES:
             key = lab_host(name).file(TUNNEL_KEY)
             assert key.exists and key.mode == 0o600, f"{name}: no tunnel key at {TUNNEL_KEY}"
         yield
-        problems = _wait_healthy(120)
+        problems = harness.wait_healthy(harness.fleet(), timeout=120, interval=2)
         assert not problems, "lab not healthy after the probe: %s" % problems
-
-
-def _wait_healthy(timeout):
-    fleet = harness.fleet()
-    deadline = time.monotonic() + timeout
-    problems = harness.lab_healthy(fleet)
-    while problems and time.monotonic() < deadline:
-        time.sleep(2)
-        problems = harness.lab_healthy(fleet)
-    return problems
 
 
 @pytest.fixture(scope="class")
