@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  podman runc debootstrap iptables         # lab hosts: podman + runc, local base image
+  podman runc debootstrap iptables iproute2 # lab hosts: podman + runc, local base image
   mariadb-server mariadb-client mariadb-backup   # throwaway MariaDB servers for live tests
   openssh-client autossh zstd rsync git make python3-venv
   prometheus chromium                      # promtool for the alert rules, the status page in a browser
