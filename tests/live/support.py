@@ -30,7 +30,7 @@ def ansible_module(module, args, timeout=300, secret=None):
     return data["plays"][0]["tasks"][0]["hosts"]["localhost"], output
 
 
-def wait_for(predicate, timeout=30, what="condition"):
+def wait_for(predicate, timeout=30, what="condition", interval=0.2):
     """Poll predicate until it returns something true (returned); fail after timeout seconds."""
     deadline = time.monotonic() + timeout
     last = None
@@ -38,8 +38,8 @@ def wait_for(predicate, timeout=30, what="condition"):
         last = predicate()
         if last:
             return last
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+        time.sleep(interval)
+    raise AssertionError("timed out after %ss waiting for %s (last: %r)" % (timeout, what, last))
 
 
 def channel_state(replica, name):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.live.support import wait_for
 from tests.support.lab import ENV, ROOT, devices, hostvars, lab_host, replica_schema, replica_socket, sql
 
 pytestmark = pytest.mark.lab
@@ -26,15 +27,6 @@ def playbook(*args, timeout=600):
     proc = subprocess.run(["ansible-playbook", *args], env=PLAIN_ENV, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, check=False)
     return proc, time.time() - started
-
-
-def wait(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def on_replica(device, query):
@@ -56,17 +48,17 @@ def target():
     host.check_output("mariadb -e %s", f"CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS {PROBE} "
                       "(id INT PRIMARY KEY, name VARCHAR(20), qty INT); "
                       f"REPLACE INTO {PROBE} VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3)")
-    wait(lambda: on_replica(device, f"SELECT COUNT(*) FROM `{schema}`.{PROBE}") == [["3"]], 60,
-         "probe rows on the replica")
+    wait_for(lambda: on_replica(device, f"SELECT COUNT(*) FROM `{schema}`.{PROBE}") == [["3"]], 60,
+             "probe rows on the replica")
     try:
         yield device
     finally:
         # put the replica row back (if resync did not), drop the probe, record a clean check
         on_replica(device, f"SET SESSION sql_log_bin=0; UPDATE `{schema}`.{PROBE} SET qty = 2 WHERE id = 2")
         host.check_output("mariadb app -e %s", f"DROP TABLE IF EXISTS {PROBE}")
-        wait(lambda: on_replica(device, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                                        f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE}'") == [["0"]],
-             60, "probe dropped on the replica")
+        wait_for(lambda: on_replica(device, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                                            f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE}'") == [["0"]],
+                 60, "probe dropped on the replica")
         proc, _output = playbook("playbooks/consistency.yml")
         assert proc.returncode == 0, "lab left inconsistent:\n" + proc.stdout[-3000:]
 
@@ -110,5 +102,5 @@ def test_row_changed_on_the_replica_is_found_then_resync_repairs_it(target, tmp_
 
     # replication runs on after the re-seed
     lab_host(target).check_output("mariadb -e %s", f"INSERT INTO app.{PROBE} VALUES (4, 'four', 4)")
-    wait(lambda: on_replica(target, f"SELECT COUNT(*) FROM `{schema}`.{PROBE} WHERE id = 4") == [["1"]],
-         60, "row 4 replicated after the re-seed")
+    wait_for(lambda: on_replica(target, f"SELECT COUNT(*) FROM `{schema}`.{PROBE} WHERE id = 4") == [["1"]],
+             60, "row 4 replicated after the re-seed")

@@ -8,11 +8,11 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 
 from tests.browser.chromium import chromium_binary, dump_dom, parse_status_page, screenshot
+from tests.live.support import wait_for
 from tests.support.lab import ENV, ROOT, clouds, devices, hostvars, lab_host, sql
 
 DEVICES = devices()
@@ -20,17 +20,6 @@ OUTPUT = os.path.join(ROOT, "tests", "output", "monitoring")
 PROBE_TABLE = "edgefleet_monitoring_probe"
 NGINX = "http://127.0.0.1:8088"
 NODE_EXPORTER = "http://127.0.0.1:9100/metrics"
-
-
-def wait(predicate, timeout, what, interval=1.0):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def replica_sql(device, query):
@@ -80,7 +69,7 @@ def restore(offline, broken):
         errors.append(f"start channel: {exc}")
     for device in (offline, broken):
         try:
-            wait(lambda d=device: healthy(d), 90, f"{device} healthy again")
+            wait_for(lambda d=device: healthy(d), 90, f"{device} healthy again")
         except AssertionError as exc:
             errors.append(str(exc))
     try:
@@ -104,11 +93,11 @@ def pick_pair():
 def broken_fleet():
     cloud, offline, broken = pick_pair()
     for device in (offline, broken):
-        wait(lambda d=device: healthy(d), 60, f"{device} healthy before the test")
+        wait_for(lambda d=device: healthy(d), 60, f"{device} healthy before the test")
     try:
         # 1. stop one device's tunnel: its ports stop listening on the cloud host
         lab_host(offline).check_output("systemctl stop edgefleet-tunnel.service")
-        wait(lambda: not tunnel_listening(offline), 30, f"{offline} tunnel port closed")
+        wait_for(lambda: not tunnel_listening(offline), 30, f"{offline} tunnel port closed")
         # 2. break the other device's replication: the replica already has the row the device
         #    inserts next (written there with sql_log_bin=0, root bypasses read_only) -> 1062
         device = lab_host(broken)
@@ -116,15 +105,15 @@ def broken_fleet():
                             f"CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INT PRIMARY KEY, v VARCHAR(20))")
         hv = hostvars(broken)
         schema = "app" if hv["edgefleet_replica_mode"] != "channel" else hv["edgefleet_schema_prefix"] + "app"
-        wait(lambda: replica_sql(broken, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                                         f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE_TABLE}'")[0][0] == "1",
-             60, "probe table on the replica")
+        wait_for(lambda: replica_sql(broken, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                                             f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE_TABLE}'")[0][0] == "1",
+                 60, "probe table on the replica")
         replica_sql(broken, f"SET SESSION sql_log_bin=0; INSERT INTO `{schema}`.{PROBE_TABLE} VALUES (1, 'replica')")
         device.check_output("mariadb -e %s", f"INSERT INTO app.{PROBE_TABLE} VALUES (1, 'device')")
-        wait(lambda: channel(broken).get("Last_SQL_Errno") == "1062", 60, "error 1062 on the replica")
+        wait_for(lambda: channel(broken).get("Last_SQL_Errno") == "1062", 60, "error 1062 on the replica")
         # the device side of the offline one: its channel is retrying
-        wait(lambda: channel(offline).get("Slave_IO_Running") == "Connecting", 60,
-             f"{offline} channel connecting")
+        wait_for(lambda: channel(offline).get("Slave_IO_Running") == "Connecting", 60,
+                 f"{offline} channel connecting")
         # fresh collection on every cloud host (the timer would do it within a minute)
         for cloud in clouds():
             lab_host(cloud).check_output("systemctl start edgefleet-status.service")
