@@ -8,6 +8,7 @@ stdlib only, real mariadb-dump, zstd, mariabackup and restic.
 import contextlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -214,7 +215,7 @@ CONTRACT = {'device': str, 'last_success_ts': int, 'last_success_file': str, 'la
 # ---------------------------------------------------------------------------------------
 
 def test_run_backs_up_every_device_with_metadata_and_status(tmp_path, fleet):
-    config = make_config(tmp_path, fleet)
+    config = make_config(tmp_path, fleet, checksums='server')
     result = cli(config, 'run')
     assert result['ok'] and sorted(r['device'] for r in result['devices']) == ['dev1', 'dev2', 'dev3']
     base = tmp_path / 'backup'
@@ -264,7 +265,7 @@ def test_restored_tables_equal_the_replica_at_the_recorded_position(tmp_path, fl
     try:
         write_rows(s2, 5000, 200, 'later')
         frozen = domain_pos(gtid_slave_pos(rb), 1001)
-        config = make_config(tmp_path, fleet)
+        config = make_config(tmp_path, fleet, checksums='server')
         result = cli(config, 'run', '--device', 'dev2')
         assert result['ok']
         name = result['devices'][0]['file']
@@ -314,6 +315,35 @@ def test_verify_passes_then_detects_a_damaged_file(tmp_path, fleet):
     assert bad['_rc'] == 1 and not bad['ok']
     status = status_of(tmp_path, 'dev1')
     assert status['last_verify_ok'] is False and 'sha256' in status['last_verify_detail']
+
+
+def test_dump_digests_verify_and_catch_one_changed_row(tmp_path, fleet):
+    """The default method records per-table digests of the dump stream (no row counts, no extra
+    scan); verify re-dumps the restored copy. A file whose sha256 is fine but whose data differs
+    by one value (re-compressed, metadata sha256 and size updated) fails verify on that table."""
+    config = make_config(tmp_path, fleet)
+    assert cli(config, 'run', '--device', 'dev2')['ok']
+    [name] = backups_of(tmp_path, 'dev2')
+    meta = meta_of(tmp_path, 'dev2', name)
+    assert meta['checksum_method'] == 'dump' and set(meta['tables']) == {'app.t', 'app.big'}
+    for value in meta['tables'].values():
+        assert value['rows'] is None and value['checksum'] is None and re.fullmatch('[0-9a-f]{64}', value['digest'])
+    assert meta['tables']['app.t']['digest'] != meta['tables']['app.big']['digest']
+    result = cli(config, 'verify', '--device', 'dev2')
+    assert result['ok'] and status_of(tmp_path, 'dev2')['last_verify_detail'].count('2 tables match') == 1, result
+    path = tmp_path / 'backup' / 'logical' / 'dev2' / name
+    text = subprocess.run(['zstd', '-dc', str(path)], capture_output=True, check=True).stdout
+    big_insert = text.index(b'INSERT INTO `big` VALUES')
+    letter = text.index(b"'", text.index(b'(', big_insert)) + 1  # first letter of the first row's v
+    changed = text[:letter] + (b'Z' if text[letter:letter + 1] != b'Z' else b'Y') + text[letter + 1:]
+    path.write_bytes(subprocess.run(['zstd', '-q', '-3', '-c'], input=changed, capture_output=True, check=True).stdout)
+    meta['sha256'] = subprocess.run(['sha256sum', str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+    meta['size_bytes'] = os.path.getsize(path)
+    (path.parent / (name + '.json')).write_text(json.dumps(meta))
+    bad = cli(config, 'verify', '--all', '--device', 'dev2', check=False)
+    assert bad['_rc'] == 1 and not bad['ok'], (bad, changed[letter - 20:letter + 20])
+    detail = status_of(tmp_path, 'dev2')['last_verify_detail']
+    assert 'app.big digest' in detail and 'app.t ' not in detail, detail
 
 
 def test_failed_run_keeps_every_backup_and_leaves_no_partial(tmp_path, fleet):

@@ -68,7 +68,7 @@ DEFAULTS = {
     'databases': ['app'],
     'zstd_level': 6,
     'zstd_threads': 1,
-    'checksums': True,
+    'checksums': 'dump',                   # dump | server | none (backup_policy.CHECKSUM_METHODS)
     'dump_options': [],
     'login_user': 'root',
     'verify_prefix': 'edgefleet_verify_',
@@ -382,6 +382,10 @@ def load_config(path):
         config[key] = merged
     config['status_dir'] = config.get('status_dir') or os.path.join(config['backup_dir'], 'status')
     config['min_age_s'] = P.parse_duration(config['min_age'])
+    try:
+        config['checksum_method'] = P.checksum_method(config['checksums'])
+    except ValueError as exc:
+        raise BackupError('configuration %s: %s' % (path, exc))
     P.check_retention_policy(config['keep_last'], config['keep_days'])
     physical = config['physical']
     physical['min_age_s'] = P.parse_duration(physical.get('min_age', '7d'))
@@ -614,13 +618,22 @@ def _remove_unfinished(partial, path):
                 os.unlink(leftover)
 
 
-def stream_into(writer, args, counter):
-    """Copy the stdout of ``args`` into ``writer``; return the process' stderr text."""
+class _Discard:
+    """A writer that keeps nothing (re-dumps read only for their digests)."""
+
+    def write(self, block):
+        return len(block)
+
+
+def stream_into(writer, args, counter, digest=None):
+    """Copy the stdout of ``args`` into ``writer`` (and ``digest``); return the process' stderr text."""
     with tempfile.TemporaryFile() as errors:
         proc = _register(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL))
         try:
             for block in iter(lambda: proc.stdout.read(CHUNK), b''):
                 writer.write(block)
+                if digest is not None:
+                    digest.feed(block)
                 counter[0] += len(block)
             proc.stdout.close()
             rc = proc.wait()
@@ -632,13 +645,25 @@ def stream_into(writer, args, counter):
     return text
 
 
-def record_schema(server, schema, tables, checksums):
-    """Per-table checksum and row count (None, None without checksums) and object counts."""
-    if checksums:
+def record_schema(server, schema, tables, method):
+    """Object counts, and with the server method per-table CHECKSUM TABLE and row count."""
+    if method == 'server':
         values = server.table_checksums(schema, tables)
     else:
         values = dict((table, {'checksum': None, 'rows': None}) for table in tables)
     return values, server.object_counts(schema)
+
+
+def dump_args(server, tools, options, schema):
+    return [tools['mariadb-dump'], '--no-defaults', '--socket=%s' % server.socket, '--user=%s' % server.user] + \
+        list(options) + [schema]
+
+
+def dump_digests(server, tools, options, schema, tables):
+    """{table: {"digest"}} of a schema as it is now, dumped with ``options`` (verify, restore)."""
+    digest = P.DumpDigest()
+    stream_into(_Discard(), dump_args(server, tools, options, schema), [0], digest)
+    return dict((table, {'digest': value}) for table, value in digest.digests(tables).items())
 
 
 def backup_device(ctx, device):
@@ -654,7 +679,7 @@ def backup_device(ctx, device):
     nonce = secrets.token_hex(8)
     domains = [device['gtid_domain_id']] if device.get('gtid_domain_id') is not None else None
     raw = [0]
-    schemas_meta, tables_meta, objects = [], {}, {}
+    schemas_meta, tables_meta, objects, digests = [], {}, {}, {}
     try:
         schemas = device_schemas(server, device, config['databases'])
         if not schemas:
@@ -682,18 +707,21 @@ def backup_device(ctx, device):
                             options = P.database_options(
                                 server.query('SHOW CREATE DATABASE %s' % P.quote_ident(replica))[0]['Create Database'])
                             tables = server.base_tables(replica)
-                            recorded.append((source, recorder.submit(
-                                record_schema, server, replica, tables, config['checksums'])))
+                            recorded.append((source, tables, recorder.submit(
+                                record_schema, server, replica, tables, config['checksum_method'])))
                             schemas_meta.append({'name': source, 'replica_schema': replica, 'options': options})
                             header = ''.join(P.section_header(nonce, source, options)).encode('utf-8')
                             zstd.stdin.write(header)
                             raw[0] += len(header)
-                            dump_args = [ctx.tools['mariadb-dump'], '--no-defaults', '--socket=%s' % server.socket,
-                                         '--user=%s' % server.user] + DUMP_OPTIONS + list(config['dump_options']) + [replica]
-                            stream_into(zstd.stdin, dump_args, raw)
-                        for source, future in recorded:
+                            digest = P.DumpDigest() if config['checksum_method'] == 'dump' else None
+                            stream_into(zstd.stdin, dump_args(server, ctx.tools, DUMP_OPTIONS + list(config['dump_options']),
+                                                              replica), raw, digest)
+                            digests[source] = digest.digests(tables) if digest is not None else {}
+                        for source, tables, future in recorded:
                             checksums, objects[source] = future.result()
                             for table, value in checksums.items():
+                                if table in digests[source]:
+                                    value['digest'] = digests[source][table]
                                 tables_meta['%s.%s' % (source, table)] = value
                     footer = P.stream_end(nonce, len(schemas)).encode('utf-8')
                     zstd.stdin.write(footer)
@@ -739,6 +767,7 @@ def backup_device(ctx, device):
                 'last_error': (channel_row or {}).get('Last_Error') or None,
             },
             'schemas': schemas_meta, 'tables': tables_meta, 'objects': objects,
+            'checksum_method': config['checksum_method'],
             'marker_nonce': nonce, 'dump_options': DUMP_OPTIONS + list(config['dump_options']),
             'invoked_by': invoked_by(),
             'tools': dict(ctx.versions(), server=server_version),
@@ -978,10 +1007,18 @@ def restore_file(path, server, mapping, overwrite=False, no_binlog=True, tools=N
         result['gtid'] = restore_gtid_state(server, meta, gtid_state)
     if compare:
         actual = {}
+        method = meta.get('checksum_method', 'server')
         for source, target in targets.items():
             if target is None:
                 continue
-            for table, value in server.table_checksums(target, server.base_tables(target)).items():
+            tables = server.base_tables(target)
+            if method == 'dump':
+                values = dump_digests(server, tools, meta['dump_options'], target, tables)
+            elif method == 'server':
+                values = server.table_checksums(target, tables)
+            else:
+                values = dict((table, {}) for table in tables)
+            for table, value in values.items():
                 actual['%s.%s' % (source, table)] = value
         expected = dict((k, v) for k, v in meta['tables'].items() if targets.get(k.split('.', 1)[0]) is not None)
         ok, detail = P.compare_tables(expected, actual)

@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+
 import pytest
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import backup_policy as P
@@ -259,3 +261,74 @@ def test_status_record():
     assert verified['last_verify_ok'] is True and verified['last_verify_file'] == 'g'
     kept_unknown = P.normalize_status('dev1', {'device': 'other', 'extra': 1})
     assert kept_unknown['device'] == 'dev1' and kept_unknown['extra'] == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Checksum methods and dump digests
+# ---------------------------------------------------------------------------------------
+
+DUMP = (b"-- MariaDB dump\n"
+        b"CREATE TABLE `a` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB AUTO_INCREMENT=9;\n"
+        b"INSERT INTO `a` VALUES (1,'x'),(2,'INSERT INTO `b` VALUES');\n"
+        b"INSERT INTO `a` VALUES (3,'y');\n"
+        b"INSERT INTO `we``ird` VALUES (1);\n"
+        b"INSERT INTO `b` (`id`, `v`) VALUES (5,'z');\n"
+        b"INSERT INTO `rows` VALUES\n(1,'one; two'),\n(2,'x\\nINSERT INTO `a` VALUES (9);'),\n(3,'three');\n"
+        b"UNLOCK TABLES;\n")
+
+
+def digests_of(data, block, tables=()):
+    digest = P.DumpDigest()
+    for start in range(0, len(data), block):
+        digest.feed(data[start:start + block])
+    return digest.digests(tables)
+
+
+@pytest.mark.parametrize('value, method', [('dump', 'dump'), ('server', 'server'), ('none', 'none'),
+                                           (True, 'server'), (False, 'none'), (None, 'none')])
+def test_checksum_method_names_and_the_old_booleans(value, method):
+    assert P.checksum_method(value) == method
+
+
+def test_checksum_method_refuses_anything_else():
+    with pytest.raises(ValueError, match='dump, server, none'):
+        P.checksum_method('md5')
+
+
+def test_insert_table_reads_backquoted_names():
+    assert P.insert_table(b"INSERT INTO `a` VALUES (1);\n") == 'a'
+    assert P.insert_table(b"INSERT INTO `we``ird` VALUES (1);\n") == 'we`ird'
+    assert P.insert_table(b"INSERT INTO `b` (`id`) VALUES (1);\n") == 'b'
+    assert P.insert_table(b"-- INSERT INTO `a` VALUES\n") is None
+    assert P.insert_table(b"INSERT INTO `unterminated") is None
+
+
+@pytest.mark.parametrize('block', [1, 3, 7, 64, 1 << 20])
+def test_dump_digest_is_the_same_whatever_the_block_size(block):
+    expected = digests_of(DUMP, len(DUMP), tables=['a', 'b', 'empty'])
+    assert digests_of(DUMP, block, tables=['a', 'b', 'empty']) == expected
+    a_lines = b"INSERT INTO `a` VALUES (1,'x'),(2,'INSERT INTO `b` VALUES');\nINSERT INTO `a` VALUES (3,'y');\n"
+    assert expected['a'] == hashlib.sha256(a_lines).hexdigest()
+    assert expected['empty'] == hashlib.sha256(b'').hexdigest()
+    assert set(expected) == {'a', 'b', 'we`ird', 'rows', 'empty'}
+
+
+def test_dump_digest_ignores_everything_but_rows_and_sees_one_changed_value():
+    base = digests_of(DUMP, 5)
+    other_ddl = DUMP.replace(b'AUTO_INCREMENT=9', b'AUTO_INCREMENT=4').replace(b'-- MariaDB dump', b'-- dumped again')
+    assert digests_of(other_ddl, 5) == base
+    changed = digests_of(DUMP.replace(b"(3,'y')", b"(3,'Y')"), 5)
+    assert changed['a'] != base['a'] and changed['b'] == base['b']
+    one_row_per_line = digests_of(DUMP.replace(b"(3,'three')", b"(3,'Three')"), 5)
+    assert one_row_per_line['rows'] != base['rows'] and one_row_per_line['a'] == base['a']
+    last_line_unterminated = digests_of(DUMP.rstrip(b'\n').replace(b'UNLOCK TABLES;', b"INSERT INTO `c` VALUES (1);"), 4)
+    assert 'c' in last_line_unterminated
+
+
+def test_compare_tables_on_digests_names_the_table():
+    expected = {'app.a': {'checksum': None, 'rows': None, 'digest': 'aa'},
+                'app.b': {'checksum': None, 'rows': None, 'digest': 'bb'}}
+    ok, detail = P.compare_tables(expected, {'app.a': {'digest': 'aa'}, 'app.b': {'digest': 'bb'}})
+    assert ok and detail == '2 tables match'
+    ok, detail = P.compare_tables(expected, {'app.a': {'digest': 'aa'}, 'app.b': {'digest': 'cc'}})
+    assert not ok and 'app.b digest cc != bb' in detail and 'app.a' not in detail
