@@ -43,22 +43,27 @@ def result_file(device):
 def target():
     assert len(DEVICES) >= 2
     device = DEVICES[-1]
-    host = lab_host(device)
-    schema = replica_schema(device)
-    host.check_output("mariadb -e %s", f"CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS {PROBE} "
-                      "(id INT PRIMARY KEY, name VARCHAR(20), qty INT); "
-                      f"REPLACE INTO {PROBE} VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3)")
-    wait_for(lambda: on_replica(device, f"SELECT COUNT(*) FROM `{schema}`.{PROBE}") == [["3"]], 60,
-             "probe rows on the replica")
+    # the probe table on every device, so that every device's check compares data (a fresh lab
+    # has no tables of its own)
+    for each in DEVICES:
+        lab_host(each).check_output(
+            "mariadb -e %s", f"CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS {PROBE} "
+            "(id INT PRIMARY KEY, name VARCHAR(20), qty INT); "
+            f"REPLACE INTO {PROBE} VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3)")
+    for each in DEVICES:
+        wait_for(lambda each=each: on_replica(each, f"SELECT COUNT(*) FROM `{replica_schema(each)}`.{PROBE}") == [["3"]],
+                 60, f"probe rows on the replica of {each}")
     try:
         yield device
     finally:
         # put the replica row back (if resync did not), drop the probe, record a clean check
+        schema = replica_schema(device)
         on_replica(device, f"SET SESSION sql_log_bin=0; UPDATE `{schema}`.{PROBE} SET qty = 2 WHERE id = 2")
-        host.check_output("mariadb app -e %s", f"DROP TABLE IF EXISTS {PROBE}")
-        wait_for(lambda: on_replica(device, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                                            f"TABLE_SCHEMA='{schema}' AND TABLE_NAME='{PROBE}'") == [["0"]],
-                 60, "probe dropped on the replica")
+        for each in DEVICES:
+            lab_host(each).check_output("mariadb app -e %s", f"DROP TABLE IF EXISTS {PROBE}")
+            wait_for(lambda each=each: on_replica(each, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                                                        f"TABLE_SCHEMA='{replica_schema(each)}' AND TABLE_NAME='{PROBE}'")
+                     == [["0"]], 60, f"probe dropped on the replica of {each}")
         proc, _output = playbook("playbooks/consistency.yml")
         assert proc.returncode == 0, "lab left inconsistent:\n" + proc.stdout[-3000:]
 

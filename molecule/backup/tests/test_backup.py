@@ -2,12 +2,14 @@
 the replica at the recorded position, verify status, retention over a simulated month, offsite
 copy to a chrooted SFTP target, and restore.yml / backup_now.yml end to end (including a restore
 onto a fresh database server on a device)."""
+import base64
 import json
 import subprocess
 import time
 
 import pytest
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup_policy import DumpDigest
 from tests.support.lab import ENV, ROOT, clouds, devices, hostvars, lab_host, replica_schema, replica_socket, sql
 
 DEVICES = devices()
@@ -60,6 +62,18 @@ def checksums(host, socket, schema):
     tables = [r[0] for r in sql(host, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='%s' "
                                       "AND TABLE_TYPE='BASE TABLE' ORDER BY 1" % schema, socket=socket)]
     return dict((t, sql(host, 'CHECKSUM TABLE `%s`.`%s` EXTENDED' % (schema, t), socket=socket)[0][1]) for t in tables)
+
+
+def dump_digests(host, socket, schema, meta):
+    """Per-table digests of a schema dumped on ``host`` with the backup's options, computed here
+    by the collection's own DumpDigest (what verify computes on the cloud host)."""
+    options = meta['dump_options']
+    dump = host.run('mariadb-dump --no-defaults --socket=%s ' + '%s ' * len(options) + '%s | base64 -w0',
+                    socket, *options, schema)
+    assert dump.rc == 0, dump.stderr
+    digest = DumpDigest()
+    digest.feed(base64.b64decode(dump.stdout))
+    return digest.digests(tables=[k.split('.', 1)[1] for k in meta['tables']])
 
 
 def domain_pos(position, domain):
@@ -322,9 +336,15 @@ def test_restore_playbook_onto_a_fresh_device_brings_its_data_back():
         assert host.check_output('mariadb --socket=%s -N -e "SELECT @@GLOBAL.gtid_binlog_state"', sock) == position
         restored = checksums(host, sock, 'app')
         meta = read_json(cloud, '%s/logical/%s/%s.json' % (BACKUP_DIR, device, newest['last_success_file']))
-        assert restored == dict((k.split('.', 1)[1], str(v['checksum'])) for k, v in meta['tables'].items())
-        rows = host.check_output('mariadb --socket=%s -N -e "SELECT COUNT(*) FROM app.backup_demo"', sock)
-        assert int(rows) == meta['tables']['app.backup_demo']['rows'] >= 100000
+        rows = int(host.check_output('mariadb --socket=%s -N -e "SELECT COUNT(*) FROM app.backup_demo"', sock))
+        assert rows >= 100000
+        if meta['checksum_method'] == 'server':
+            assert restored == dict((k.split('.', 1)[1], str(v['checksum'])) for k, v in meta['tables'].items())
+            assert rows == meta['tables']['app.backup_demo']['rows']
+        else:  # the default: the restored tables dump to the digests recorded from the replica
+            assert meta['checksum_method'] == 'dump'
+            assert dump_digests(host, sock, 'app', meta) == dict(
+                (k.split('.', 1)[1], v['digest']) for k, v in meta['tables'].items())
         replica_now = domain_pos(sql(cloud, 'SELECT @@GLOBAL.gtid_slave_pos', socket=replica_socket(device))[0][0],
                                  hv['edgefleet_gtid_domain_id'])
         if replica_now == position:  # nobody wrote on the device meanwhile: equal to the live replica too
