@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import secrets
 import signal
@@ -625,21 +626,46 @@ class _Discard:
         return len(block)
 
 
+def _digest_worker(digest, blocks, failed):
+    """Feed ``digest`` from a queue until None: SHA-256 releases the GIL, so the digest runs on
+    another core while the main thread keeps zstd fed. Keeps draining after an error (recorded
+    in ``failed``) so the producer never blocks."""
+    while True:
+        block = blocks.get()
+        if block is None:
+            return
+        if not failed:
+            try:
+                digest.feed(block)
+            except Exception as exc:  # pylint: disable=broad-except
+                failed.append(exc)
+
+
 def stream_into(writer, args, counter, digest=None):
     """Copy the stdout of ``args`` into ``writer`` (and ``digest``); return the process' stderr text."""
+    blocks, worker = None, None
+    if digest is not None:
+        blocks, failed = queue.Queue(maxsize=16), []
+        worker = threading.Thread(target=_digest_worker, args=(digest, blocks, failed), daemon=True)
+        worker.start()
     with tempfile.TemporaryFile() as errors:
         proc = _register(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL))
         try:
             for block in iter(lambda: proc.stdout.read(CHUNK), b''):
                 writer.write(block)
-                if digest is not None:
-                    digest.feed(block)
+                if blocks is not None:
+                    blocks.put(block)
                 counter[0] += len(block)
             proc.stdout.close()
             rc = proc.wait()
         finally:
             _reap(proc)
+            if worker is not None:
+                blocks.put(None)
+                worker.join()
         text = _read_errors(errors)
+    if worker is not None and failed:
+        raise BackupError('computing the table digests failed: %s' % failed[0])
     if rc != 0:
         raise BackupError('%s failed (exit %d): %s' % (os.path.basename(args[0]), rc, text[-1500:]))
     return text
