@@ -32,7 +32,7 @@ STATUS_VERSION = 1
 # <subject>-<UTC timestamp>[-<n>]<suffix>; subjects are device ids / instance names
 # (^[a-z][a-z0-9_]{0,31}$), so "-" and "." never occur in them.
 _NAME_RE = re.compile(
-    r'^(?P<subject>[a-z][a-z0-9_]{0,63})-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d{1,4}))?'
+    r'^(?P<subject>[a-z][a-z0-9_-]{0,63})-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d{1,4}))?'
     r'(?P<suffix>\.sql\.zst|\.xbstream\.zst)$')
 _DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw]?)\s*$')
 _DURATION_UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': DAY, 'w': 7 * DAY}
@@ -107,7 +107,8 @@ def backup_file_name(subject, epoch, kind='logical', seq=0):
     """File name of a backup of ``subject`` (device id or instance name) taken at ``epoch``."""
     if kind not in KIND_SUFFIX:
         raise PolicyError('backup kind %r must be one of %s' % (kind, ', '.join(sorted(KIND_SUFFIX))))
-    if not re.match(r'^[a-z][a-z0-9_]{0,63}$', subject or ''):
+    # Shared (channel-mode) instance names carry a '-' (multi-01), device ids never do.
+    if not re.match(r'^[a-z][a-z0-9_-]{0,63}$', subject or ''):
         raise PolicyError('backup subject %r is not a device id or instance name' % (subject,))
     extra = '-%d' % seq if seq else ''
     return '%s-%s%s%s' % (subject, format_ts(epoch), extra, KIND_SUFFIX[kind])

@@ -37,9 +37,10 @@ def test_other_files_are_not_backups(name):
     assert P.parse_backup_file_name(name) is None
 
 
-def test_bad_subject_or_kind_is_refused():
+@pytest.mark.parametrize('subject', ['Dev1', '1dev', 'dev 1', '../dev1', 'dev/1', '', None])
+def test_bad_subject_or_kind_is_refused(subject):
     with pytest.raises(P.PolicyError):
-        P.backup_file_name('dev-1', T0)
+        P.backup_file_name(subject, T0)
     with pytest.raises(P.PolicyError):
         P.backup_file_name('dev1', T0, 'incremental')
 
@@ -332,3 +333,11 @@ def test_compare_tables_on_digests_names_the_table():
     assert ok and detail == '2 tables match'
     ok, detail = P.compare_tables(expected, {'app.a': {'digest': 'aa'}, 'app.b': {'digest': 'cc'}})
     assert not ok and 'app.b digest cc != bb' in detail and 'app.a' not in detail
+
+
+@pytest.mark.parametrize('subject', ['multi-01', 'bench-07', 'device01', 'a_b-c'])
+@pytest.mark.parametrize('kind, seq', [('logical', 0), ('physical', 0), ('physical', 3)])
+def test_shared_instance_names_with_a_dash_round_trip(subject, kind, seq):
+    epoch = 1796000000
+    name = P.backup_file_name(subject, epoch, kind, seq)
+    assert P.parse_backup_file_name(name) == (subject, epoch, kind, seq)
