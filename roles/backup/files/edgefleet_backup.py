@@ -705,7 +705,7 @@ def backup_device(ctx, device):
     nonce = secrets.token_hex(8)
     domains = [device['gtid_domain_id']] if device.get('gtid_domain_id') is not None else None
     raw = [0]
-    schemas_meta, tables_meta, objects, digests = [], {}, {}, {}
+    schemas_meta, tables_meta, objects = [], {}, {}
     try:
         schemas = device_schemas(server, device, config['databases'])
         if not schemas:
@@ -733,7 +733,7 @@ def backup_device(ctx, device):
                             options = P.database_options(
                                 server.query('SHOW CREATE DATABASE %s' % P.quote_ident(replica))[0]['Create Database'])
                             tables = server.base_tables(replica)
-                            recorded.append((source, tables, recorder.submit(
+                            recorded.append((source, recorder.submit(
                                 record_schema, server, replica, tables, config['checksum_method'])))
                             schemas_meta.append({'name': source, 'replica_schema': replica, 'options': options})
                             header = ''.join(P.section_header(nonce, source, options)).encode('utf-8')
@@ -742,12 +742,12 @@ def backup_device(ctx, device):
                             digest = P.DumpDigest() if config['checksum_method'] == 'dump' else None
                             stream_into(zstd.stdin, dump_args(server, ctx.tools, DUMP_OPTIONS + list(config['dump_options']),
                                                               replica), raw, digest)
-                            digests[source] = digest.digests(tables) if digest is not None else {}
-                        for source, tables, future in recorded:
+                            recorded[-1] += (digest.digests(tables) if digest is not None else {},)
+                        for source, future, digests in recorded:
                             checksums, objects[source] = future.result()
                             for table, value in checksums.items():
-                                if table in digests[source]:
-                                    value['digest'] = digests[source][table]
+                                if table in digests:
+                                    value['digest'] = digests[table]
                                 tables_meta['%s.%s' % (source, table)] = value
                     footer = P.stream_end(nonce, len(schemas)).encode('utf-8')
                     zstd.stdin.write(footer)
