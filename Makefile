@@ -94,8 +94,15 @@ lab-test: lab-site ## Tests that need the lab (lab, rebalance, runner, consisten
 security: lab-site ## Security probe only (keys confined, no shell, no secrets leaked)
 	$(LAB_LOCK) python -m pytest -m lab tests/security
 
+# Each scenario gets a fresh working directory inside this clone: Molecule's default one lives under
+# ~/.ansible/tmp, keyed only by the directory's base name, so two clones called main shared it and
+# a symlink left dangling by the other clone made Molecule crash (FileExistsError) before syntax.
+MOLECULE_WORK := $(CURDIR)/.cache/molecule
 molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
-	for s in $(MOLECULE_SCENARIOS); do $(LAB_LOCK) molecule test -s $$s || exit 1; done
+	for s in $(MOLECULE_SCENARIOS); do \
+	  rm -rf $(MOLECULE_WORK)/$$s; \
+	  MOLECULE_EPHEMERAL_DIRECTORY=$(MOLECULE_WORK)/$$s $(LAB_LOCK) molecule test -s $$s || exit 1; \
+	done
 
 test-faults: lab-site ## The whole fault suite; its table is printed and kept in bench/results/faults.json
 	$(LAB_LOCK) python -m pytest -s tests/faults
