@@ -142,23 +142,36 @@ class ServerSession(object):
             pass
 
 
-def connect(module):
-    """Connect with the module's login_* options; fail_json with a clear message if not."""
-    require_pymysql(module)
-    kwargs = connection_kwargs(module.params)
+class ConnectError(Exception):
+    """The server could not be reached or identified; the message says where and why."""
+
+
+def open_session(params):
+    """A ServerSession from login_* params; raises ConnectError with a clear message."""
+    kwargs = connection_kwargs(params)
     try:
         connection = pymysql.connect(**kwargs)
     except Exception as exc:  # pylint: disable=broad-except
         where = kwargs.get('unix_socket') or '%s:%s' % (kwargs.get('host', '(from config file)'),
                                                         kwargs.get('port', ''))
-        module.fail_json(msg='unable to connect to the database at %s: %s. Check login_host, '
-                             'login_port, login_user and login_password (or config_file %s).'
-                             % (where, to_native(exc), module.params.get('config_file')))
+        raise ConnectError('unable to connect to the database at %s: %s. Check login_host, '
+                           'login_port, login_user and login_password (or config_file %s).'
+                           % (where, to_native(exc), params.get('config_file')))
     try:
         return ServerSession(connection)
     except UnsupportedServer as exc:
         connection.close()
-        module.fail_json(msg=to_native(exc))
+        raise ConnectError(to_native(exc))
     except Exception as exc:  # pylint: disable=broad-except
         connection.close()
-        module.fail_json(msg='unable to detect the server version: %s' % to_native(exc))
+        raise ConnectError('unable to detect the server version: %s' % to_native(exc))
+
+
+def connect(module, params=None):
+    """Connect with the module's login_* options (or ``params``, the same keys); fail_json with a
+    clear message if not."""
+    require_pymysql(module)
+    try:
+        return open_session(module.params if params is None else params)
+    except ConnectError as exc:
+        module.fail_json(msg=to_native(exc))

@@ -37,6 +37,23 @@ options:
       - A running channel more than this many seconds behind its source is V(lagging).
     type: int
     default: 300
+  instances:
+    description:
+      - Read several servers of the managed host in one call, each through its own unix socket
+        and otherwise with the same login options; the result is then RV(instances), one entry
+        per server in this order, instead of RV(server), RV(channels) and RV(summary).
+      - A cloud host's replica instances are read this way in one task, not one task each.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: A name for the server, returned with its report.
+        type: str
+        required: true
+      login_unix_socket:
+        description: The server's unix socket.
+        type: str
+        required: true
 notes:
   - C(seconds_behind) is C(null) while a thread is stopped or connecting.
   - The login user needs C(REPLICA MONITOR) (MariaDB 10.5.9+), C(REPLICATION CLIENT) or
@@ -69,7 +86,7 @@ EXAMPLES = r'''
 RETURN = r'''
 server:
   description: The replica server.
-  returned: always
+  returned: without O(instances)
   type: dict
   contains:
     flavor:
@@ -114,7 +131,7 @@ server:
       returned: MySQL
 channels:
   description: One entry per channel, sorted by name.
-  returned: always
+  returned: without O(instances)
   type: list
   elements: dict
   contains:
@@ -209,9 +226,15 @@ channels:
       type: bool
 summary:
   description: Number of channels per health value, plus C(total).
-  returned: always
+  returned: without O(instances)
   type: dict
   sample: {total: 3, ok: 2, error: 1, lagging: 0, connecting: 0, stopped: 0, missing: 0}
+instances:
+  description: With O(instances), per server (in the order given) its C(name) and the RV(server), RV(channels) and RV(summary) above.
+  returned: with O(instances)
+  type: list
+  elements: dict
+  sample: [{name: multi-01, server: {flavor: mariadb}, channels: [], summary: {total: 0}}]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -279,19 +302,9 @@ def server_report(session, facts):
     return server
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            mysql_connection_argument_spec(),
-            channels=dict(type='list', elements='str'),
-            lag_threshold=dict(type='int', default=300),
-        ),
-        supports_check_mode=True,
-    )
-    require_pymysql(module)
-    if module.params['lag_threshold'] < 0:
-        module.fail_json(msg='lag_threshold must not be negative')
-    session = connect(module)
+def read_server(module, params):
+    """(server, channel reports sorted by name) of one server; fail_json when it cannot be read."""
+    session = connect(module, params)
     dialect = session.dialect
     try:
         facts = session.query_one(*dialect.server_facts_query()) or {}
@@ -302,14 +315,14 @@ def main():
             apply_connection_config(statuses, session.try_query(*config_query))
     except Exception as exc:  # pylint: disable=broad-except
         session.close()
-        module.fail_json(msg='cannot read replication status: %s' % to_native(exc))
+        where = params.get('login_unix_socket') or params.get('login_host') or 'the server'
+        module.fail_json(msg='cannot read replication status of %s: %s' % (where, to_native(exc)))
     server = server_report(session, facts)
     session.close()
 
-    reports = [channel_report(status, dialect.is_mariadb, module.params['lag_threshold'],
-                              server.get('gtid_slave_pos'))
+    reports = [channel_report(status, dialect.is_mariadb, params['lag_threshold'], server.get('gtid_slave_pos'))
                for status in statuses]
-    wanted = module.params['channels']
+    wanted = params['channels']
     if wanted is not None:
         by_key = dict((channel_key(report['name']), report) for report in reports)
         reports = []
@@ -321,7 +334,37 @@ def main():
                               diagnosis='no replication channel named %r on this server' % name)
             reports.append(report)
     reports.sort(key=lambda report: channel_key(report['name']))
-    module.exit_json(changed=False, server=server, channels=reports, summary=summarize(reports))
+    return server, reports
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            mysql_connection_argument_spec(),
+            channels=dict(type='list', elements='str'),
+            lag_threshold=dict(type='int', default=300),
+            instances=dict(type='list', elements='dict', options=dict(
+                name=dict(type='str', required=True),
+                login_unix_socket=dict(type='str', required=True),
+            )),
+        ),
+        mutually_exclusive=[('instances', 'login_unix_socket'), ('instances', 'login_host')],
+        supports_check_mode=True,
+    )
+    require_pymysql(module)
+    if module.params['lag_threshold'] < 0:
+        module.fail_json(msg='lag_threshold must not be negative')
+    if module.params['instances'] is None:
+        server, reports = read_server(module, module.params)
+        module.exit_json(changed=False, server=server, channels=reports, summary=summarize(reports))
+    names = [instance['name'] for instance in module.params['instances']]
+    if len(set(names)) != len(names):
+        module.fail_json(msg='instances: every name must be unique')
+    results = []
+    for instance in module.params['instances']:
+        server, reports = read_server(module, dict(module.params, login_unix_socket=instance['login_unix_socket']))
+        results.append(dict(name=instance['name'], server=server, channels=reports, summary=summarize(reports)))
+    module.exit_json(changed=False, instances=results)
 
 
 if __name__ == '__main__':

@@ -49,10 +49,10 @@ options:
       - The channels of this replica. Channels not listed are left alone unless
         O(prune_unlisted=true).
       - Options left unset are not compared; a new channel gets the server default for them.
+      - Required unless O(instances) is given.
     type: list
     elements: dict
-    required: true
-    suboptions:
+    suboptions: &channel_options
       name:
         description:
           - Channel (MariaDB connection) name. 1-64 characters from C(A-Z a-z 0-9 _ . -),
@@ -183,6 +183,31 @@ options:
         the module does not fail, since replication itself was configured as asked.
     type: float
     default: 5.0
+  instances:
+    description:
+      - Several servers of the managed host in one call (a cloud host's replica instances), each
+        through its own unix socket with its own O(instances[].channels), and otherwise the same
+        options. Each server is compared, planned and changed as with O(channels); the result is
+        then RV(instances).
+      - All channels of all instances are validated before any server is touched. When a server
+        fails, the servers before it keep their changes and are reported in the failure.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: A name for the server, returned with its result.
+        type: str
+        required: true
+      login_unix_socket:
+        description: The server's unix socket.
+        type: str
+        required: true
+      channels:
+        description: The channels of this server, as O(channels).
+        type: list
+        elements: dict
+        required: true
+        suboptions: *channel_options
 notes:
   - Every server in the topology needs a unique C(server_id); on MariaDB every source needs its
     own C(gtid_domain_id), because C(gtid_slave_pos) holds one position per domain.
@@ -246,7 +271,7 @@ EXAMPLES = r'''
 RETURN = r'''
 channels:
   description: What happened to each channel that was listed, pruned or briefly restarted.
-  returned: always
+  returned: without O(instances)
   type: list
   elements: dict
   contains:
@@ -307,7 +332,7 @@ channels:
        changed_options: []}
 queries:
   description: Statements run (or, in check mode, that would run), passwords masked.
-  returned: always
+  returned: without O(instances)
   type: list
   elements: str
   sample:
@@ -330,9 +355,17 @@ gtid_slave_pos:
   sample: {before: "1-1-40", after: "1-1-40,3-3-1842", changed: true}
 server:
   description: The detected server and the version-table row used.
-  returned: always
+  returned: without O(instances)
   type: dict
   sample: {flavor: mariadb, version: 10.11.19, dialect: mariadb-10.5}
+instances:
+  description:
+    - With O(instances), per server in the order given, its C(name), C(changed) and the
+      RV(channels), RV(queries), RV(server) and RV(gtid_slave_pos) above.
+  returned: with O(instances)
+  type: list
+  elements: dict
+  sample: [{name: multi-01, changed: false, channels: [], queries: [], server: {flavor: mariadb}}]
 '''
 
 import time
@@ -344,7 +377,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect imp
     channel_key, format_version, render, validate_channel_name,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
-    connect, mysql_connection_argument_spec, require_pymysql,
+    ConnectError, mysql_connection_argument_spec, open_session, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
     PlanError, apply_connection_config, diagnose, parse_gtid_pos, parse_status_row,
@@ -380,7 +413,12 @@ CHANNEL_SPEC = dict(
 def argument_spec():
     spec = mysql_connection_argument_spec()
     spec.update(
-        channels=dict(type='list', elements='dict', required=True, options=CHANNEL_SPEC),
+        channels=dict(type='list', elements='dict', options=CHANNEL_SPEC),
+        instances=dict(type='list', elements='dict', options=dict(
+            name=dict(type='str', required=True),
+            login_unix_socket=dict(type='str', required=True),
+            channels=dict(type='list', elements='dict', required=True, options=CHANNEL_SPEC),
+        )),
         prune_unlisted=dict(type='bool', default=False),
         update_password=dict(type='str', default='on_create', choices=['always', 'on_create'],
                              no_log=False),
@@ -500,20 +538,25 @@ def take_lock(module, session, server):
         return
     if not row or not row.get('locked'):
         session.close()
-        module.fail_json(msg='another replication_source run holds the lock %s on this server '
-                             '(waited %d s)' % (LOCK_NAME, module.params['lock_timeout']),
-                         server=server)
+        raise ServerFailure('another replication_source run holds the lock %s on this server '
+                            '(waited %d s)' % (LOCK_NAME, module.params['lock_timeout']), server=server)
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    require_pymysql(module)
-    channels = module.params['channels']
-    errors = validate_channels(channels)
-    if errors:
-        module.fail_json(msg='invalid channels: ' + '; '.join(errors), errors=errors)
+class ServerFailure(Exception):
+    """A server could not be configured; ``details`` go into the failure result."""
 
-    session = connect(module)
+    def __init__(self, msg, **details):
+        super(ServerFailure, self).__init__(msg)
+        self.details = details
+
+
+def configure_server(module, params, channels):
+    """Compare, plan and apply the channels of one server; returns its result (with
+    ``diff_before``/``diff_after``). Raises ServerFailure."""
+    try:
+        session = open_session(params)
+    except ConnectError as exc:
+        raise ServerFailure(to_native(exc))
     dialect = session.dialect
     if dialect.warning:
         module.warn(dialect.warning)
@@ -524,10 +567,11 @@ def main():
         for channel in channels for option in ('retry_count',)
         if channel.get(option) is not None and not dialect.supports_option(option)))
     if unsupported:
-        module.fail_json(msg='not a per-channel option on %s %s: %s; set the server option '
-                             'master_retry_count instead' % (dialect.flavor, server['version'],
-                                                             ', '.join(unsupported)),
-                         server=server)
+        session.close()
+        raise ServerFailure('not a per-channel option on %s %s: %s; set the server option '
+                            'master_retry_count instead' % (dialect.flavor, server['version'],
+                                                            ', '.join(unsupported)),
+                            server=server)
 
     if not module.check_mode:
         take_lock(module, session, server)
@@ -539,22 +583,22 @@ def main():
         stored = read_stored_passwords(session)
     except Exception as exc:  # pylint: disable=broad-except
         session.close()
-        module.fail_json(msg='cannot read replication status: %s' % to_native(exc), server=server)
+        raise ServerFailure('cannot read replication status: %s' % to_native(exc), server=server)
 
     try:
         plan = plan_channels(dialect, channels, live,
-                             prune_unlisted=module.params['prune_unlisted'],
-                             update_password=module.params['update_password'],
+                             prune_unlisted=params['prune_unlisted'],
+                             update_password=params['update_password'],
                              stored_passwords=stored, gtid_slave_pos=gtid_slave_pos)
     except (PlanError, ValueError) as exc:
         session.close()
-        module.fail_json(msg=to_native(exc), server=server)
+        raise ServerFailure(to_native(exc), server=server)
 
     done = []
     if not module.check_mode:
-        for index, (sql, params) in enumerate(plan.statements):
+        for index, (sql, sql_params) in enumerate(plan.statements):
             try:
-                session.execute(sql, params)
+                session.execute(sql, sql_params)
             except Exception as exc:  # pylint: disable=broad-except
                 recovered, not_recovered = [], []
                 for name, threads in plan.recovery(index):
@@ -565,14 +609,14 @@ def main():
                     except Exception:  # pylint: disable=broad-except
                         not_recovered.append(name)
                 session.close()
-                module.fail_json(
-                    msg='statement failed: %s: %s' % (render(sql, params), to_native(exc)),
+                raise ServerFailure(
+                    'statement failed: %s: %s' % (render(sql, sql_params), to_native(exc)),
                     queries=done, changed=bool(done), server=server,
                     recovery_queries=recovered, still_stopped=not_recovered,
                     hint='statements before the failing one were applied; channels this run '
                          'had stopped were started again where possible (recovery_queries); '
                          'run again after fixing the cause')
-            done.append(render(sql, params))
+            done.append(render(sql, sql_params))
         wait_for_started(module, session, plan)
     session.close()
 
@@ -582,18 +626,64 @@ def main():
         queries=plan.queries(),
         server=server,
     )
+    before = {'channels': plan.diff_before}
+    after = {'channels': plan.diff_after}
     if plan.gtid is not None:
         result['gtid_slave_pos'] = plan.gtid
-    if module._diff:
-        before = {'channels': plan.diff_before}
-        after = {'channels': plan.diff_after}
-        if plan.gtid is not None:
-            before['gtid_slave_pos'] = plan.gtid['before']
-            after['gtid_slave_pos'] = plan.gtid['after']
-        result['diff'] = {'before': before, 'after': after}
+        before['gtid_slave_pos'] = plan.gtid['before']
+        after['gtid_slave_pos'] = plan.gtid['after']
     for warning in plan.warnings:
         module.warn(warning)
-    module.exit_json(**result)
+    return result, before, after
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(), supports_check_mode=True,
+        required_one_of=[('channels', 'instances')],
+        mutually_exclusive=[('channels', 'instances'), ('instances', 'login_unix_socket'),
+                            ('instances', 'login_host')],
+    )
+    require_pymysql(module)
+    instances = module.params['instances']
+    if instances is None:
+        errors = validate_channels(module.params['channels'])
+    else:
+        names = [instance['name'] for instance in instances]
+        errors = ['instances: every name must be unique'] if len(set(names)) != len(names) else []
+        errors += ['instance %s: %s' % (instance['name'], error)
+                   for instance in instances for error in validate_channels(instance['channels'])]
+    if errors:
+        module.fail_json(msg='invalid channels: ' + '; '.join(errors), errors=errors)
+
+    if instances is None:
+        try:
+            result, before, after = configure_server(module, module.params, module.params['channels'])
+        except ServerFailure as exc:
+            module.fail_json(msg=to_native(exc), **exc.details)
+        if module._diff:
+            result['diff'] = {'before': before, 'after': after}
+        module.exit_json(**result)
+
+    results, diffs = [], []
+    for instance in instances:
+        params = dict(module.params, login_unix_socket=instance['login_unix_socket'])
+        try:
+            result, before, after = configure_server(module, params, instance['channels'])
+        except ServerFailure as exc:
+            module.fail_json(msg='instance %s: %s' % (instance['name'], to_native(exc)),
+                             instance=instance['name'], instances=results,
+                             changed=any(done['changed'] for done in results) or bool(exc.details.get('changed')),
+                             **dict((key, value) for key, value in exc.details.items() if key != 'changed'))
+        result['name'] = instance['name']
+        results.append(result)
+        if result['changed']:
+            diffs.append({'before_header': instance['name'], 'after_header': instance['name'],
+                          'before': before, 'after': after})
+    final = dict(changed=any(result['changed'] for result in results), instances=results)
+    if module._diff:
+        final['diff'] = diffs
+    module.exit_json(**final)
 
 
 if __name__ == '__main__':

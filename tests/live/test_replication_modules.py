@@ -331,6 +331,64 @@ def test_replication_info_health(fleet):
     assert 'unreachable' in info['diagnosis']
 
 
+def test_replication_info_reads_several_instances_in_one_call(fleet):
+    src1, src2, replica = fleet
+    run_module('replication_source', dict(login(replica), channels=[channel('dev1', src1)]))
+    wait_for(lambda: status(replica)['dev1']['Slave_IO_Running'] == 'Yes', what='dev1 io')
+    sockets = {'multi-01': replica.socket, 'empty': src2.socket}
+    info = run_module('replication_info', {
+        'login_user': 'root', 'login_password': '', 'config_file': '/nonexistent/.my.cnf',
+        'instances': [{'name': name, 'login_unix_socket': path} for name, path in sockets.items()]})
+    assert info['changed'] is False and 'channels' not in info, info
+    assert [entry['name'] for entry in info['instances']] == ['multi-01', 'empty']
+    first, second = info['instances']
+    assert [c['name'] for c in first['channels']] == ['dev1'] and first['server']['server_id'] == 303
+    assert second['channels'] == [] and second['summary']['total'] == 0 and second['server']['server_id'] == 302
+
+    broken = run_module('replication_info', {
+        'login_user': 'root', 'login_password': '', 'config_file': '/nonexistent/.my.cnf',
+        'instances': [{'name': 'multi-01', 'login_unix_socket': replica.socket},
+                      {'name': 'gone', 'login_unix_socket': replica.socket + '.missing'}]})
+    assert broken['failed'] is True and '.missing' in broken['msg'], broken
+
+    both = run_module('replication_info', dict(login(replica), instances=[{'name': 'a', 'login_unix_socket': replica.socket}]))
+    assert both['failed'] is True and 'mutually exclusive' in both['msg'], both
+
+
+def test_replication_source_configures_several_instances_in_one_call(fleet):
+    src1, src2, replica = fleet
+    # Two servers of one host: the replica takes dev1, src2 (a server too) takes dev1's source as
+    # its own channel, each through its own socket.
+    login_only = {'login_user': 'root', 'login_password': '', 'config_file': '/nonexistent/.my.cnf'}
+    instances = [{'name': 'multi-01', 'login_unix_socket': replica.socket, 'channels': [channel('dev1', src1)]},
+                 {'name': 'other', 'login_unix_socket': src2.socket, 'channels': [channel('devx', src1)]}]
+    planned = run_module('replication_source', dict(login_only, instances=instances), check_mode=True, diff=True)
+    assert planned['changed'] is True and [i['name'] for i in planned['instances']] == ['multi-01', 'other'], planned
+    assert status(replica) == {} and status(src2) == {}, 'check mode changed a server'
+    assert [d['before_header'] for d in planned['diff']] == ['multi-01', 'other']
+
+    made = run_module('replication_source', dict(login_only, instances=instances))
+    assert made['changed'] is True and all(i['changed'] for i in made['instances']), made
+    assert set(status(replica)) == {'dev1'} and set(status(src2)) == {'devx'}
+    again = run_module('replication_source', dict(login_only, instances=instances))
+    assert again['changed'] is False and [i['queries'] for i in again['instances']] == [[], []], again
+
+    # Bad input anywhere: nothing is touched on any server.
+    bad = [dict(instances[0], channels=[channel('dev2', src2)]),
+           dict(instances[1], channels=[channel('devx', src1, source_port=70000)])]
+    refused = run_module('replication_source', dict(login_only, instances=bad))
+    assert refused['failed'] is True and 'instance other' in refused['msg'], refused
+    assert set(status(replica)) == {'dev1'}
+
+    # A server that cannot be reached: the ones before it are done and reported.
+    gone = [dict(instances[0], channels=[channel('dev1', src1), channel('dev2', src2)]),
+            {'name': 'gone', 'login_unix_socket': replica.socket + '.missing', 'channels': []}]
+    failed, output = run_module_raw('replication_source', dict(login_only, instances=gone))
+    assert failed['failed'] is True and failed['changed'] is True, failed
+    assert [i['name'] for i in failed['instances']] == ['multi-01'] and set(status(replica)) == {'dev1', 'dev2'}
+    assert PASSWORD not in output
+
+
 def _health(replica, name, wanted):
     info = run_module('replication_info', dict(login(replica)))
     report = dict((c['name'], c) for c in info['channels'])[name]

@@ -75,7 +75,11 @@ class FakeSession(object):
 def run_module(mocker, module, session, args, connect=None):
     """Run module.main() with args; return the exit_json/fail_json dict."""
     if connect is None:
-        mocker.patch.object(module, 'connect', return_value=session)
+        # replication_info connects through connect(module, ...), replication_source (which may
+        # reach several servers in one call) through open_session(params).
+        for name in ('connect', 'open_session'):
+            if hasattr(module, name):
+                mocker.patch.object(module, name, return_value=session)
     mocker.patch.object(module, 'require_pymysql')
     if 'start_wait' in getattr(module, 'argument_spec', lambda: {})():
         args = dict({'start_wait': 0}, **args)

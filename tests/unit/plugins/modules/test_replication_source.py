@@ -60,7 +60,7 @@ def test_check_mode_runs_nothing_but_reports(mocker):
 
 
 def test_invalid_name_fails_before_connecting(mocker):
-    connect = mocker.patch.object(replication_source, 'connect')
+    connect = mocker.patch.object(replication_source, 'open_session')
     result = run_module(mocker, replication_source, None,
                         {'channels': [channel("x'; DROP TABLE y; --", 1)]}, connect=connect)
     assert result['failed'] and 'invalid channel name' in result['msg']
