@@ -49,6 +49,16 @@ def mysql_connection_argument_spec():
     )
 
 
+def instance_socket_options():
+    """Suboptions of an ``instances`` list entry: several servers of the managed host in one call,
+    each through its own unix socket with the otherwise shared login options."""
+    return dict(name=dict(type='str', required=True), login_unix_socket=dict(type='str', required=True))
+
+
+# ``instances`` replaces the single server's socket or host.
+INSTANCES_EXCLUSIVE = [('instances', 'login_unix_socket'), ('instances', 'login_host')]
+
+
 def require_pymysql(module):
     if not HAS_PYMYSQL:
         module.fail_json(msg=missing_required_lib('PyMySQL'), exception=PYMYSQL_IMPORT_ERROR)

@@ -244,7 +244,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect imp
     channel_key, format_version,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
-    connect, mysql_connection_argument_spec, require_pymysql,
+    INSTANCES_EXCLUSIVE, connect, instance_socket_options, mysql_connection_argument_spec, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
     HEALTH_VALUES, applied_pos, apply_connection_config, diagnose, parse_status_row,
@@ -343,12 +343,9 @@ def main():
             mysql_connection_argument_spec(),
             channels=dict(type='list', elements='str'),
             lag_threshold=dict(type='int', default=300),
-            instances=dict(type='list', elements='dict', options=dict(
-                name=dict(type='str', required=True),
-                login_unix_socket=dict(type='str', required=True),
-            )),
+            instances=dict(type='list', elements='dict', options=instance_socket_options()),
         ),
-        mutually_exclusive=[('instances', 'login_unix_socket'), ('instances', 'login_host')],
+        mutually_exclusive=INSTANCES_EXCLUSIVE,
         supports_check_mode=True,
     )
     require_pymysql(module)

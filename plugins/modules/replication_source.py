@@ -377,7 +377,8 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect imp
     channel_key, format_version, render, validate_channel_name,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
-    ConnectError, mysql_connection_argument_spec, open_session, require_pymysql,
+    INSTANCES_EXCLUSIVE, ConnectError, instance_socket_options, mysql_connection_argument_spec, open_session,
+    require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
     PlanError, apply_connection_config, diagnose, parse_gtid_pos, parse_status_row,
@@ -415,8 +416,7 @@ def argument_spec():
     spec.update(
         channels=dict(type='list', elements='dict', options=CHANNEL_SPEC),
         instances=dict(type='list', elements='dict', options=dict(
-            name=dict(type='str', required=True),
-            login_unix_socket=dict(type='str', required=True),
+            instance_socket_options(),
             channels=dict(type='list', elements='dict', required=True, options=CHANNEL_SPEC),
         )),
         prune_unlisted=dict(type='bool', default=False),
@@ -641,8 +641,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(), supports_check_mode=True,
         required_one_of=[('channels', 'instances')],
-        mutually_exclusive=[('channels', 'instances'), ('instances', 'login_unix_socket'),
-                            ('instances', 'login_host')],
+        mutually_exclusive=[('channels', 'instances')] + INSTANCES_EXCLUSIVE,
     )
     require_pymysql(module)
     instances = module.params['instances']

@@ -9,15 +9,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 
+def ansible_env():
+    """Environment for `ansible`/`ansible-playbook` on localhost with this collection and JSON output."""
+    return dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"),
+                ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+                ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, "python"),
+                ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_LOCALHOST_WARNING="false")
+
+
 def ansible_module(module, args, timeout=300, secret=None):
     """Run edgefleet.mysql_backup.<module> with args on localhost through `ansible`; return
     (the task result, stdout + stderr). `secret` must not appear in the output."""
-    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"),
-               ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, "python"),
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_LOCALHOST_WARNING="false")
+    env = ansible_env()
     proc = subprocess.run([os.path.join(VENV_BIN, "ansible"), "localhost", "-i", "localhost,",
                            "-c", "local", "-m", "edgefleet.mysql_backup." + module,
                            "-a", json.dumps(args)],

@@ -8,8 +8,7 @@ import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, '.venv', 'bin')
+from tests.live.support import ROOT, VENV_BIN, ansible_env
 
 PLAYBOOK = textwrap.dedent('''\
     - name: file_set
@@ -42,16 +41,10 @@ def playbook(tmp_path, *extra, names=('a.py', 'b.py'), **variables):
     """Run the playbook; returns (file_set result, changed count from the recap, output)."""
     path = tmp_path / 'play.yml'
     path.write_text(PLAYBOOK)
-    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get('PATH', ''),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, 'collections'),
-               ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_STDOUT_CALLBACK='ansible.builtin.json',
-               ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, 'python'),
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='false', ANSIBLE_LOCALHOST_WARNING='false')
     extra_vars = dict(variables, base=str(tmp_path / 'root'), names=list(names))
     proc = subprocess.run([os.path.join(VENV_BIN, 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
                            str(path), '-e', json.dumps(extra_vars)] + list(extra),
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False)
+                          capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=180, check=False)
     output = proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     result = data['plays'][0]['tasks'][0]['hosts']['localhost']
