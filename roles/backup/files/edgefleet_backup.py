@@ -26,7 +26,6 @@ Exit code: 0 when everything asked for succeeded, 1 when something failed, 2 on 
 """
 
 import argparse
-import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -34,9 +33,9 @@ import json
 import os
 import queue
 import re
-import secrets
+import select
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ DEFAULT_CONFIG = '/etc/edgefleet/backup.json'
 SYSTEM_SCHEMAS = frozenset(('mysql', 'information_schema', 'performance_schema', 'sys'))
 RESERVED_SCHEMA_PREFIXES = ('edgefleet_verify_', 'edgefleet_restore_')
 CHUNK = 1 << 20
+CLIENT_READ = 1 << 16
 
 DEFAULTS = {
     'backup_dir': '/var/lib/edgefleet/backup',
@@ -91,6 +91,31 @@ DUMP_OPTIONS = ['--single-transaction', '--quick', '--routines', '--triggers', '
 
 class BackupError(Exception):
     """A failure with a message meant for the log and the status file."""
+
+
+class Worker:
+    """One call on its own thread; result() waits for it and returns or raises what it did.
+    (concurrent.futures would do, but its import costs ~6 ms of every run.)"""
+
+    def __init__(self, function, *args):
+        self._outcome = {}
+        self._thread = threading.Thread(target=self._call, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _call(self, function, args):
+        try:
+            self._outcome['value'] = function(*args)
+        except BaseException as exc:  # pylint: disable=broad-except
+            self._outcome['error'] = exc
+
+    def wait(self):
+        self._thread.join()
+
+    def result(self):
+        self.wait()
+        if 'error' in self._outcome:
+            raise self._outcome['error']
+        return self._outcome['value']
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,23 +280,102 @@ def _unescape(value):
 
 
 class Server:
-    """A MariaDB server reached through its unix socket as root (unix_socket auth)."""
+    """A MariaDB server reached through its unix socket as root (unix_socket auth).
+
+    Statements go through one `mariadb --batch` client kept open (started on first use, again
+    after an error): starting a client costs ~6 ms, more than the statements a backup runs, and
+    a device backup runs a dozen of them. Each statement is followed by a marker row, so the
+    output of one statement is everything before its marker; an error ends the client (no
+    --force), its message is raised and the next statement starts a new one. One statement at a
+    time per object: a thread that runs statements alongside another gets its own Server."""
 
     def __init__(self, socket_path, tools=None, user='root'):
         self.socket = socket_path
         self.tools = tools or DEFAULTS['tools']
         self.user = user
+        self._lock = threading.Lock()
+        self._proc = None
+        self._errors = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.close()
 
     def client_args(self, *extra):
         return [self.tools['mariadb'], '--no-defaults', '--socket=%s' % self.socket, '--user=%s' % self.user] + list(extra)
 
-    def query(self, sql):
+    def close(self):
+        """End the client (it exits on end of input); kill it if it does not."""
+        with self._lock:
+            self._end_client()
+
+    def _end_client(self):
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        _reap(proc)
+        proc.stdout.close()
+        self._errors.close()
+
+    def _client(self):
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._end_client()
+        self._errors = tempfile.TemporaryFile()
+        self._proc = _register(subprocess.Popen(self.client_args('--batch', '--unbuffered'), stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE, stderr=self._errors))
+        return self._proc
+
+    def _failed(self, proc, timeout=None):
+        """The client ended (or hung past ``timeout``): a BackupError with its error text; the
+        client is gone."""
+        if timeout is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)  # its output ended: it is exiting, let it finish its message
+        _reap(proc)
+        text = _read_errors(self._errors)
+        self._end_client()
+        how = 'timed out after %ss' % timeout if timeout else 'failed (exit %s)' % proc.returncode
+        return BackupError('%s %s: %s' % (os.path.basename(self.tools['mariadb']), how, text[-1500:]))
+
+    def _lines(self, sql, timeout=3600, cleanup=False):
+        """The output lines of ``sql`` (one or more statements)."""
+        marker = 'edgefleet_end_' + os.urandom(8).hex()
+        request = '%s;\nSELECT %s AS %s;\n' % (sql.strip().rstrip(';'), sql_string(marker), marker)
+        expected = marker.encode('ascii')
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if STOPPING.is_set() and not cleanup:
+                raise BackupError('stopping')
+            proc = self._client()
+            try:
+                proc.stdin.write(request.encode('utf-8'))
+                proc.stdin.flush()
+            except OSError:
+                raise self._failed(proc) from None
+            pending, lines, fd = b'', [], proc.stdout.fileno()
+            while len(lines) < 2 or lines[-1] != expected or lines[-2] != expected:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise self._failed(proc, timeout)
+                block = os.read(fd, CLIENT_READ)
+                if not block:
+                    raise self._failed(proc)
+                pending += block
+                *complete, pending = pending.split(b'\n')
+                lines.extend(complete)
+        return [line.decode('utf-8', 'replace') for line in lines[:-2]]
+
+    def query(self, sql, cleanup=False):
         """Rows (list of dicts) of the last result set of ``sql``."""
-        out = run_cmd(self.client_args('--batch', '-e', sql), timeout=3600).stdout
         rows, header = [], None
-        for line in out.split('\n'):
-            if line == '':
-                continue
+        for line in self._lines(sql, cleanup=cleanup):
             fields = [_unescape(f) for f in line.split('\t')]
             if header is None or (fields == header):
                 header = fields
@@ -280,13 +384,15 @@ class Server:
         return rows
 
     def value(self, sql):
-        out = run_cmd(self.client_args('--batch', '--skip-column-names', '-e', sql), timeout=3600).stdout
-        line = out.split('\n', 1)[0]
-        return _unescape(line) if out else None
+        """The first column of the first row of ``sql`` (None without rows)."""
+        rows = self.query(sql)
+        return next(iter(rows[0].values())) if rows else None
 
     def execute(self, sql, no_binlog=False, cleanup=False):
-        prefix = 'SET SESSION sql_log_bin=0; ' if no_binlog else ''
-        run_cmd(self.client_args('--batch', '-e', prefix + sql), timeout=3600, cleanup=cleanup)
+        if no_binlog:
+            # The session outlives the statement: binary logging is switched back on after it.
+            sql = 'SET SESSION sql_log_bin=0; %s; SET SESSION sql_log_bin=1' % sql.strip().rstrip(';')
+        self._lines(sql, cleanup=cleanup)
 
     def version(self):
         return self.value('SELECT VERSION()')
@@ -358,6 +464,15 @@ def invoked_by():
     return 'cli'
 
 
+def binary_identity(command):
+    """[path, inode, size, mtime] of the executable ``command`` names (None if not found)."""
+    path = shutil.which(command)
+    if path is None:
+        return None
+    info = os.stat(path)
+    return [os.path.realpath(path), info.st_ino, info.st_size, info.st_mtime_ns]
+
+
 def tool_version(args):
     try:
         out = run_cmd(args, check=False, timeout=30)
@@ -418,9 +533,10 @@ class Context:
         self.config = config
         self.fixed_now = now
         self.status_lock = threading.Lock()
-        self.hostname = socket.gethostname()
+        self.hostname = os.uname().nodename
         self.tools = config['tools']
         self._versions = None
+        self._versions_lock = threading.Lock()
 
     def now(self):
         return int(self.fixed_now) if self.fixed_now is not None else int(time.time())
@@ -439,14 +555,25 @@ class Context:
         return path
 
     def versions(self):
-        if self._versions is None:
-            self._versions = {
-                'edgefleet-backup': VERSION,
-                'python': sys.version.split()[0],
-                'mariadb-dump': tool_version([self.tools['mariadb-dump'], '--version']),
-                'mariadb': tool_version([self.tools['mariadb'], '--version']),
-                'zstd': tool_version([self.tools['zstd'], '--version']),
-            }
+        """The tools' versions for the metadata. Asking a tool costs a process start per tool
+        and run, so the answers are kept in <backup_dir>/tool-versions.json, each with the
+        identity of the binary that gave it (an upgrade changes it)."""
+        with self._versions_lock:
+            if self._versions is None:
+                path = os.path.join(self.config['backup_dir'], 'tool-versions.json')
+                known = read_json(path) or {}
+                versions = {'edgefleet-backup': VERSION, 'python': sys.version.split()[0]}
+                for name in ('mariadb-dump', 'mariadb', 'zstd'):
+                    identity = binary_identity(self.tools[name])
+                    entry = known.get(name) or {}
+                    if identity is None or entry.get('identity') != identity or entry.get('version') is None:
+                        entry = {'identity': identity, 'version': tool_version([self.tools[name], '--version'])}
+                        if identity is not None and entry['version'] is not None and known.get(name) != entry:
+                            known[name] = entry
+                            with contextlib.suppress(OSError):
+                                write_json_atomic(path, known, self.config['file_mode_i'], self.config['gid'])
+                    versions[name] = entry['version']
+                self._versions = versions
         return dict(self._versions)
 
     # status ---------------------------------------------------------------------------
@@ -560,7 +687,8 @@ def resume_held(ctx):
         path = os.path.join(directory, name)
         marker = read_json(path) or {}
         try:
-            Server(marker['socket'], ctx.tools).execute('START SLAVE %s SQL_THREAD' % sql_string(marker['channel']))
+            with Server(marker['socket'], ctx.tools) as server:
+                server.execute('START SLAVE %s SQL_THREAD' % sql_string(marker['channel']))
             log('resumed the SQL thread of channel %s left stopped by an interrupted run' % marker.get('channel'))
         except (KeyError, BackupError) as exc:
             log('could not resume a channel recorded in %s: %s' % (path, exc))
@@ -641,6 +769,13 @@ def _digest_worker(digest, blocks, failed):
                 failed.append(exc)
 
 
+def widen_pipe(pipe):
+    """Let ``pipe`` hold CHUNK bytes instead of 64 KiB: the dump, this process and zstd then
+    run side by side instead of in lock step (best effort: pipe-max-size may be lower)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+
+
 def stream_into(writer, args, counter, digest=None):
     """Copy the stdout of ``args`` into ``writer`` (and ``digest``); return the process' stderr text."""
     blocks, worker = None, None
@@ -651,11 +786,23 @@ def stream_into(writer, args, counter, digest=None):
     with tempfile.TemporaryFile() as errors:
         proc = _register(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL))
         try:
-            for block in iter(lambda: proc.stdout.read(CHUNK), b''):
+            widen_pipe(proc.stdout)
+            # read1: whatever the pipe holds now (not a full CHUNK), so zstd never waits for
+            # a block to fill while the dump waits for room in its pipe.
+            # The digest thread gets CHUNK-sized pieces: its cost is per piece, and a pipe read
+            # may return a few KiB.
+            pending, pending_size = [], 0
+            for block in iter(lambda: proc.stdout.read1(CHUNK), b''):
                 writer.write(block)
-                if blocks is not None:
-                    blocks.put(block)
                 counter[0] += len(block)
+                if blocks is not None:
+                    pending.append(block)
+                    pending_size += len(block)
+                    if pending_size >= CHUNK:
+                        blocks.put(b''.join(pending))
+                        pending, pending_size = [], 0
+            if pending:
+                blocks.put(b''.join(pending))
             proc.stdout.close()
             rc = proc.wait()
         finally:
@@ -669,6 +816,15 @@ def stream_into(writer, args, counter, digest=None):
     if rc != 0:
         raise BackupError('%s failed (exit %d): %s' % (os.path.basename(args[0]), rc, text[-1500:]))
     return text
+
+
+def compress_args(tools, config):
+    """zstd compressing stdin to stdout. One thread is --single-thread: compression keeps pace
+    with the input instead of collecting it into jobs for one worker (-T1, zstd's default), so
+    nothing is left to compress when the input ends, and it needs ~8 MB instead of ~50 MB."""
+    threads = int(config['zstd_threads'])
+    return [tools['zstd'], '-q', '-%d' % int(config['zstd_level'])] + \
+        (['--single-thread'] if threads == 1 else ['-T%d' % threads]) + ['-c']
 
 
 def record_schema(server, schema, tables, method):
@@ -698,11 +854,13 @@ def backup_device(ctx, device):
     now = ctx.now()
     started = time.monotonic()
     server = Server(device['socket'], ctx.tools, config['login_user'])
+    # Object counts and server checksums run on their own client while the dump streams.
+    recorder_server = Server(device['socket'], ctx.tools, config['login_user'])
     directory = ctx.mkdir(ctx.logical_dir(device['id']))
     name = unique_name(directory, device['id'], now, 'logical')
     path = os.path.join(directory, name)
     partial = path + P.PARTIAL_SUFFIX
-    nonce = secrets.token_hex(8)
+    nonce = os.urandom(8).hex()
     domains = [device['gtid_domain_id']] if device.get('gtid_domain_id') is not None else None
     raw = [0]
     schemas_meta, tables_meta, objects = [], {}, {}
@@ -713,12 +871,12 @@ def backup_device(ctx, device):
                 device['id'], 'looked for ' + ', '.join(device['schema_prefix'] + d for d in config['databases'])
                 if device['mode'] == 'channel' else 'instance has no user schema'))
         server_version = server.version()
-        zstd_args = [ctx.tools['zstd'], '-q', '-%d' % int(config['zstd_level']), '-T%d' % int(config['zstd_threads']),
-                     '-c']
+        zstd_args = compress_args(ctx.tools, config)
         with open(partial, 'wb') as out_file:
             os.chmod(partial, ctx.config['file_mode_i'])
             zstd = _register(subprocess.Popen(zstd_args, stdin=subprocess.PIPE, stdout=out_file,
                                               stderr=subprocess.PIPE))
+            widen_pipe(zstd.stdin)
             try:
                 pause_started = time.monotonic()
                 with sql_thread_paused(ctx, server, device) as channel_row:
@@ -726,15 +884,15 @@ def backup_device(ctx, device):
                     # Checksums and object counts are recorded on another connection while the
                     # dump runs: both happen with the SQL thread stopped, i.e. on the same frozen
                     # data (as before, when they ran one after the other), and the position check
-                    # below covers both. The pool is joined before the SQL thread resumes.
-                    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as recorder:
-                        recorded = []
+                    # below covers both. The recorders are joined before the SQL thread resumes.
+                    recorded = []
+                    try:
                         for source, replica in schemas:
                             options = P.database_options(
                                 server.query('SHOW CREATE DATABASE %s' % P.quote_ident(replica))[0]['Create Database'])
                             tables = server.base_tables(replica)
-                            recorded.append((source, recorder.submit(
-                                record_schema, server, replica, tables, config['checksum_method'])))
+                            recorded.append((source, Worker(
+                                record_schema, recorder_server, replica, tables, config['checksum_method'])))
                             schemas_meta.append({'name': source, 'replica_schema': replica, 'options': options})
                             header = ''.join(P.section_header(nonce, source, options)).encode('utf-8')
                             zstd.stdin.write(header)
@@ -743,12 +901,15 @@ def backup_device(ctx, device):
                             stream_into(zstd.stdin, dump_args(server, ctx.tools, DUMP_OPTIONS + list(config['dump_options']),
                                                               replica), raw, digest)
                             recorded[-1] += (digest.digests(tables) if digest is not None else {},)
-                        for source, future, digests in recorded:
-                            checksums, objects[source] = future.result()
+                        for source, worker, digests in recorded:
+                            checksums, objects[source] = worker.result()
                             for table, value in checksums.items():
                                 if table in digests:
                                     value['digest'] = digests[table]
                                 tables_meta['%s.%s' % (source, table)] = value
+                    finally:
+                        for item in recorded:
+                            item[1].wait()
                     footer = P.stream_end(nonce, len(schemas)).encode('utf-8')
                     zstd.stdin.write(footer)
                     raw[0] += len(footer)
@@ -805,6 +966,9 @@ def backup_device(ctx, device):
     except BaseException:
         _remove_unfinished(partial, path)
         raise
+    finally:
+        server.close()
+        recorder_server.close()
 
 
 def apply_retention(ctx, directory, subject, kind, keep_last, keep_days):
@@ -894,8 +1058,9 @@ def backup_instance(ctx, instance):
             with open(partial, 'wb') as out_file:
                 os.chmod(partial, config['file_mode_i'])
                 zstd = _register(subprocess.Popen(
-                    [ctx.tools['zstd'], '-q', '-%d' % int(config['zstd_level']), '-T%d' % int(config['zstd_threads']), '-c'],
+                    compress_args(ctx.tools, config),
                     stdin=subprocess.PIPE, stdout=out_file, stderr=subprocess.PIPE))
+                widen_pipe(zstd.stdin)
                 try:
                     text = stream_into(zstd.stdin, args, raw)
                     zstd.stdin.close()
@@ -928,6 +1093,8 @@ def backup_instance(ctx, instance):
     except BaseException:
         _remove_unfinished(partial, path)
         raise
+    finally:
+        server.close()
 
 
 def run_instance(ctx, instance):
@@ -1134,6 +1301,7 @@ def verify_device(ctx, device, file_name=None):
                 server.execute('DROP DATABASE IF EXISTS %s' % P.quote_ident(scratch), no_binlog=True, cleanup=True)
             except BackupError as exc:
                 log('%s: could not drop scratch schema %s: %s' % (device_id, scratch, exc))
+        server.close()
     ctx.update_status(device_id, lambda s: P.record_verify(s, ok, ctx.now(), detail, file_name=name))
     log('%s: verify %s: %s' % (device_id, 'ok' if ok else 'FAILED', detail))
     return {'device': device_id, 'ok': ok, 'file': name, 'detail': detail}
@@ -1249,9 +1417,23 @@ def newest_local_mtime(backup_dir):
 
 
 def parallel(ctx, function, items):
-    workers = max(1, int(ctx.config['concurrency']))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(function, items))
+    """[function(item) for item in items], at most `concurrency` at a time."""
+    items = list(items)
+    results = [None] * len(items)
+    todo, todo_lock = iter(range(len(items))), threading.Lock()
+
+    def work():
+        while True:
+            with todo_lock:
+                index = next(todo, None)
+            if index is None:
+                return
+            results[index] = function(items[index])
+
+    workers = [Worker(work) for _ in range(min(max(1, int(ctx.config['concurrency'])), len(items)))]
+    for worker in workers:
+        worker.result()
+    return results
 
 
 def cmd_run(ctx, args):
@@ -1381,8 +1563,9 @@ def cmd_restore(_ctx, args):
     log('restore: %s (%s, position %s) into %s on %s'
         % (os.path.basename(args.file), meta.get('device'), meta['position'].get('device_gtid_pos'),
            ', '.join('%s->%s' % kv for kv in mapping.items()), args.socket))
-    result = restore_file(args.file, server, mapping, overwrite=args.overwrite, no_binlog=not args.binlog,
-                          tools=tools, meta=meta, device_target=args.device_target, gtid_state=args.gtid_state)
+    with server:
+        result = restore_file(args.file, server, mapping, overwrite=args.overwrite, no_binlog=not args.binlog,
+                              tools=tools, meta=meta, device_target=args.device_target, gtid_state=args.gtid_state)
     log('restore: %s: %s' % ('ok' if result['ok'] else 'CHECKSUM MISMATCH', result['detail']))
     return result
 
