@@ -289,10 +289,11 @@ class Server:
     --force), its message is raised and the next statement starts a new one. One statement at a
     time per object: a thread that runs statements alongside another gets its own Server."""
 
-    def __init__(self, socket_path, tools=None, user='root'):
+    def __init__(self, socket_path, tools=None, user='root', timeout=3600):
         self.socket = socket_path
         self.tools = tools or DEFAULTS['tools']
         self.user = user
+        self.timeout = timeout  # seconds one statement may take
         self._lock = threading.Lock()
         self._proc = None
         self._errors = None
@@ -339,17 +340,18 @@ class Server:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)  # its output ended: it is exiting, let it finish its message
         _reap(proc)
-        text = _read_errors(self._errors)
+        # The client echoes the failed statement between dashed lines before the error: one line.
+        text = ' '.join(line for line in _read_errors(self._errors).splitlines() if line.strip('- '))
         self._end_client()
         how = 'timed out after %ss' % timeout if timeout else 'failed (exit %s)' % proc.returncode
         return BackupError('%s %s: %s' % (os.path.basename(self.tools['mariadb']), how, text[-1500:]))
 
-    def _lines(self, sql, timeout=3600, cleanup=False):
+    def _lines(self, sql, cleanup=False):
         """The output lines of ``sql`` (one or more statements)."""
         marker = 'edgefleet_end_' + os.urandom(8).hex()
         request = '%s;\nSELECT %s AS %s;\n' % (sql.strip().rstrip(';'), sql_string(marker), marker)
         expected = marker.encode('ascii')
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.timeout
         with self._lock:
             if STOPPING.is_set() and not cleanup:
                 raise BackupError('stopping')
@@ -363,7 +365,7 @@ class Server:
             while len(lines) < 2 or lines[-1] != expected or lines[-2] != expected:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                    raise self._failed(proc, timeout)
+                    raise self._failed(proc, self.timeout)
                 block = os.read(fd, CLIENT_READ)
                 if not block:
                     raise self._failed(proc)
@@ -373,15 +375,13 @@ class Server:
         return [line.decode('utf-8', 'replace') for line in lines[:-2]]
 
     def query(self, sql, cleanup=False):
-        """Rows (list of dicts) of the last result set of ``sql``."""
-        rows, header = [], None
-        for line in self._lines(sql, cleanup=cleanup):
-            fields = [_unescape(f) for f in line.split('\t')]
-            if header is None or (fields == header):
-                header = fields
-                continue
-            rows.append(dict(zip(header, fields)))
-        return rows
+        """Rows (list of dicts) of ``sql``, one statement (its first line names the columns;
+        an empty result prints nothing)."""
+        lines = self._lines(sql, cleanup=cleanup)
+        if not lines:
+            return []
+        header = [_unescape(f) for f in lines[0].split('\t')]
+        return [dict(zip(header, (_unescape(f) for f in line.split('\t')))) for line in lines[1:]]
 
     def value(self, sql):
         """The first column of the first row of ``sql`` (None without rows)."""
