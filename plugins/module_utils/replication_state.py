@@ -184,6 +184,17 @@ def apply_connection_config(statuses, rows):
     return statuses
 
 
+def read_channel_statuses(session):
+    """parse_status_row() dicts of every channel of a server (a mysql_connection session),
+    with MySQL's connection configuration folded in."""
+    dialect = session.dialect
+    statuses = [parse_status_row(row, dialect.is_mariadb) for row in session.query(*dialect.status_all())]
+    config_query = dialect.connection_config_query()
+    if config_query:
+        apply_connection_config(statuses, session.try_query(*config_query))
+    return statuses
+
+
 # ---------------------------------------------------------------------------------------
 # MariaDB GTID positions: "domain-server-seqno[,...]"; gtid_slave_pos holds one per domain
 # ---------------------------------------------------------------------------------------

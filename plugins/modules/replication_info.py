@@ -247,7 +247,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_conne
     INSTANCES_EXCLUSIVE, connect, instance_socket_options, mysql_connection_argument_spec, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    HEALTH_VALUES, applied_pos, apply_connection_config, diagnose, parse_status_row,
+    HEALTH_VALUES, applied_pos, diagnose, read_channel_statuses,
 )
 
 REPORTED_KEYS = ('name', 'health', 'diagnosis', 'io_running', 'sql_running', 'seconds_behind',
@@ -308,11 +308,7 @@ def read_server(module, params):
     dialect = session.dialect
     try:
         facts = session.query_one(*dialect.server_facts_query()) or {}
-        rows = session.query(*dialect.status_all())
-        statuses = [parse_status_row(row, dialect.is_mariadb) for row in rows]
-        config_query = dialect.connection_config_query()
-        if config_query:
-            apply_connection_config(statuses, session.try_query(*config_query))
+        statuses = read_channel_statuses(session)
     except Exception as exc:  # pylint: disable=broad-except
         session.close()
         where = params.get('login_unix_socket') or params.get('login_host') or 'the server'

@@ -381,8 +381,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_conne
     require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    PlanError, apply_connection_config, diagnose, parse_gtid_pos, parse_status_row,
-    plan_channels,
+    PlanError, diagnose, parse_gtid_pos, plan_channels, read_channel_statuses,
 )
 
 
@@ -461,16 +460,6 @@ def validate_channels(channels):
     return errors
 
 
-def read_live(session):
-    dialect = session.dialect
-    rows = session.query(*dialect.status_all())
-    statuses = [parse_status_row(row, dialect.is_mariadb) for row in rows]
-    config_query = dialect.connection_config_query()
-    if config_query:
-        apply_connection_config(statuses, session.try_query(*config_query))
-    return statuses
-
-
 def read_stored_passwords(session):
     query = session.dialect.stored_password_query()
     if not query:
@@ -511,7 +500,7 @@ def wait_for_started(module, session, plan):
         return
     deadline = time.monotonic() + timeout
     while True:
-        by_key = dict((channel_key(s['name']), s) for s in read_live(session))
+        by_key = dict((channel_key(s['name']), s) for s in read_channel_statuses(session))
         pending = [key for key in started if key in by_key and not _settled(by_key[key])]
         if not pending or time.monotonic() >= deadline:
             break
@@ -576,7 +565,7 @@ def configure_server(module, params, channels):
     if not module.check_mode:
         take_lock(module, session, server)
     try:
-        live = read_live(session)
+        live = read_channel_statuses(session)
         gtid_slave_pos = None
         if dialect.is_mariadb:
             gtid_slave_pos = session.query_one('SELECT @@GLOBAL.gtid_slave_pos AS pos')['pos']
