@@ -1171,8 +1171,7 @@ def restore_file(path, server, mapping, overwrite=False, no_binlog=True, tools=N
     for target in targets.values():
         if target is not None and target in present and (overwrite or target not in busy):
             server.execute('DROP DATABASE %s' % P.quote_ident(target), no_binlog=no_binlog)
-    args = [tools['mariadb'], '--no-defaults', '--socket=%s' % server.socket, '--user=%s' % server.user,
-            '--max-allowed-packet=1G', '--batch']
+    args = server.client_args('--max-allowed-packet=1G', '--batch')
     if no_binlog:
         args.append('--init-command=SET SESSION sql_log_bin=0')
     rewriter = P.SchemaRewriter(meta['marker_nonce'], dict((k, v) for k, v in targets.items() if v != k))
