@@ -14,6 +14,28 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry im
 )
 
 
+def allocate_locked(tx, registry, policy, check_mode=False, only=None, listening=None, now=None):
+    """One allocation run inside an open registry transaction ``tx`` (no commit, no retry).
+
+    What :func:`run_allocation` does under the lock; callers that change the registry and allocate
+    in one transaction (the enrollment service) call it directly.
+    """
+    now = time.time() if now is None else now
+    devices, hosts = tx.load_registry()
+    state = tx.load_state()
+    if only is not None:
+        known = set(d['id'] for d in devices)
+        missing = sorted(set(only) - known)
+        if missing:
+            raise FleetError('device %s: not in the registry %s (field "devices")'
+                             % (missing[0], registry.describe()))
+    result = alloc_lib.allocate(devices, hosts, policy, state, now=now, listening=listening,
+                                copy_state=False, only=set(only) if only is not None else None)
+    if result.changed and not check_mode:
+        tx.write_state(result, alloc_lib.iso(now))
+    return result
+
+
 def run_allocation(registry, policy, check_mode=False, only=None, listening=None, now=None, attempts=5):
     """Allocate/release under the registry's lock; persist unless ``check_mode``.
 
@@ -23,19 +45,8 @@ def run_allocation(registry, policy, check_mode=False, only=None, listening=None
 
     def attempt():
         with registry.transaction(write=not check_mode) as tx:
-            devices, hosts = tx.load_registry()
-            state = tx.load_state()
-            if only is not None:
-                known = set(d['id'] for d in devices)
-                missing = sorted(set(only) - known)
-                if missing:
-                    raise FleetError('device %s: not in the registry %s (field "devices")'
-                                     % (missing[0], registry.describe()))
-            result = alloc_lib.allocate(devices, hosts, policy, state, now=now, listening=listening,
-                                        copy_state=False, only=set(only) if only is not None else None)
-            if result.changed and not check_mode:
-                tx.write_state(result, alloc_lib.iso(now))
-            return result
+            return allocate_locked(tx, registry, policy, check_mode=check_mode, only=only, listening=listening,
+                                   now=now)
 
     result = with_retries(attempt, attempts)
     return result, result.state['allocations']
@@ -54,6 +65,39 @@ def allocation_diff(result):
 UPDATABLE = ('site', 'status', 'address', 'labels', 'vars', 'replica_mode', 'reach', 'ssh_public_key')
 
 
+def update_device_locked(tx, registry, dev_id, fields, check_mode=False, create=True):
+    """:func:`update_device` inside an open registry transaction ``tx`` (no commit, no retry)."""
+    if tx.kind == 'file':
+        devices, hosts = tx.load_registry(missing_ok=create)
+        current = None
+        for dev in devices:
+            if dev['id'] == dev_id:
+                current = dev
+                break
+    else:
+        current = tx.get_device(dev_id, for_update=not check_mode)
+    if current is None and not create:
+        raise FleetError('device %s: not in the registry %s' % (dev_id, registry.describe()))
+    raw = dict(device_diff_view(current)) if current else {'id': dev_id}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        raw[key] = value
+    raw = dict((k, v) for k, v in raw.items() if v not in (None, ''))
+    new = normalize_device(raw)
+    changed = current != new
+    if changed and not check_mode:
+        if tx.kind == 'file':
+            if current is None:
+                devices.append(new)
+            else:
+                devices = [new if d['id'] == dev_id else d for d in devices]
+            tx.write_registry(devices, hosts)
+        else:
+            tx.upsert_device(new)
+    return changed, device_diff_view(current), device_diff_view(new)
+
+
 def update_device(registry, dev_id, fields, check_mode=False, attempts=5, create=True):
     """Create or update one device with ``fields`` (keys from UPDATABLE; None = leave unchanged).
 
@@ -61,35 +105,7 @@ def update_device(registry, dev_id, fields, check_mode=False, attempts=5, create
     """
     def attempt():
         with registry.transaction(write=not check_mode) as tx:
-            if tx.kind == 'file':
-                devices, hosts = tx.load_registry(missing_ok=create)
-                current = None
-                for dev in devices:
-                    if dev['id'] == dev_id:
-                        current = dev
-                        break
-            else:
-                current = tx.get_device(dev_id, for_update=not check_mode)
-            if current is None and not create:
-                raise FleetError('device %s: not in the registry %s' % (dev_id, registry.describe()))
-            raw = dict(device_diff_view(current)) if current else {'id': dev_id}
-            for key, value in fields.items():
-                if value is None:
-                    continue
-                raw[key] = value
-            raw = dict((k, v) for k, v in raw.items() if v not in (None, ''))
-            new = normalize_device(raw)
-            changed = current != new
-            if changed and not check_mode:
-                if tx.kind == 'file':
-                    if current is None:
-                        devices.append(new)
-                    else:
-                        devices = [new if d['id'] == dev_id else d for d in devices]
-                    tx.write_registry(devices, hosts)
-                else:
-                    tx.upsert_device(new)
-            return changed, device_diff_view(current), device_diff_view(new)
+            return update_device_locked(tx, registry, dev_id, fields, check_mode=check_mode, create=create)
 
     return with_retries(attempt, attempts)
 

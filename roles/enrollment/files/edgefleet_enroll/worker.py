@@ -1,0 +1,101 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""gunicorn's threaded worker with TLS done right for a port that devices reach.
+
+gunicorn 20.1 (Debian 12) wraps an accepted socket in TLS inside the accept loop: one client that
+opens a TCP connection and never finishes the handshake stalls every other client. This worker
+does the TLS handshake in the worker's thread pool with a deadline, uses an SSLContext with TLS
+1.2 as the floor, and answers a plain-HTTP request on the TLS port with a JSON 400 instead of a
+dropped connection.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+HANDSHAKE_TIMEOUT = 10.0
+TLS_RECORD_HANDSHAKE = b'\x16'
+PLAIN_HTTP_BODY = (b'{"error": "plain_http", "message": "this port speaks HTTPS only: use https:// '
+                   b'(plain HTTP is refused)"}\n')
+PLAIN_HTTP_RESPONSE = (b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n'
+                       b'Content-Length: %d\r\n\r\n' % len(PLAIN_HTTP_BODY)) + PLAIN_HTTP_BODY
+
+
+class PlainHTTP(Exception):
+    """The client spoke plain text to the TLS port."""
+
+
+def server_context(certfile, keyfile):
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+class TLSConn(TConn):
+    context = None
+
+    def init(self):
+        if self.parser is not None:
+            self.sock.setblocking(True)
+            return
+        self.sock.settimeout(HANDSHAKE_TIMEOUT)
+        first = self.sock.recv(1, socket.MSG_PEEK)
+        if not first:
+            raise PlainHTTP('closed')
+        if first != TLS_RECORD_HANDSHAKE:
+            try:
+                self.sock.sendall(PLAIN_HTTP_RESPONSE)
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            raise PlainHTTP('plain')
+        self.sock = self.context.wrap_socket(self.sock, server_side=True)
+        # the same deadline for every read and write of the request (slow clients cannot pin a thread)
+        self.sock.settimeout(HANDSHAKE_TIMEOUT)
+        from gunicorn.http import RequestParser
+        self.parser = RequestParser(self.cfg, self.sock, self.client)
+
+
+class TLSOnlyThreadWorker(ThreadWorker):
+    """gthread with the TLS handshake in the thread pool (see the module docstring)."""
+
+    def init_process(self):
+        TLSConn.context = server_context(self.cfg.certfile, self.cfg.keyfile)
+        super().init_process()
+
+    def accept(self, server, listener):
+        try:
+            sock, client = listener.accept()
+            conn = TLSConn(self.cfg, sock, client, server)
+            self.nr_conns += 1
+            self.enqueue_req(conn)
+        except EnvironmentError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+
+    def enqueue_req(self, conn):
+        future = self.tpool.submit(self._init_and_handle, conn)
+        self._wrap_future(future, conn)
+
+    def _init_and_handle(self, conn):
+        try:
+            conn.init()
+        except PlainHTTP as exc:
+            if str(exc) == 'plain':
+                self.log.warning('refused plain HTTP on the TLS port from %s', _peer(conn.client))
+            return (False, conn)
+        except (ssl.SSLError, OSError) as exc:
+            self.log.info('TLS handshake with %s failed: %s', _peer(conn.client), type(exc).__name__)
+            return (False, conn)
+        return self.handle(conn)
+
+
+def _peer(client):
+    if isinstance(client, (tuple, list)) and client:
+        return str(client[0])
+    return str(client)
