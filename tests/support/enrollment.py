@@ -92,8 +92,8 @@ class EnrollmentService:
         self.registry_spec = normalize_registry_spec(reg_raw, self.dir)
         self.policy_raw = {"replica_mode": mode, "tunnel_ports": "20000-29999", "quarantine_days": 7}
         reg = self.registry()
-        for name, ports in clouds:
-            registry_ops.update_cloud_host(reg, name, {"address": "10.231.0.%d" % (30 + len(name)),
+        for index, (name, ports) in enumerate(clouds):
+            registry_ops.update_cloud_host(reg, name, {"address": "192.0.2.%d" % (10 + index),
                                                        "tunnel_ports": ports})
         reg.close()
         self.ca = make_ca(self.dir)
