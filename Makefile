@@ -15,8 +15,11 @@ SECRETS := $(LAB_VARS)/secrets.yml
 LAB_STATE := $(CURDIR)/lab/.state
 MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replication default \
                       backup monitoring proxysql
-# Everything that drives the shared lab holds this lock, so parallel work cannot interleave.
-LAB_LOCK := flock /tmp/edgefleet-lab.lock
+# Everything that drives the shared lab holds this lock (/tmp/edgefleet-lab.lock), so parallel
+# work cannot interleave. scripts/lab-lock is flock(1) that reuses a lock inherited from a parent
+# (`flock /tmp/edgefleet-lab.lock make site`) instead of waiting for it for ever, as
+# tests/runner/lab.py lab_lock() does.
+LAB_LOCK := $(CURDIR)/scripts/lab-lock
 
 .PHONY: help venv lab-up lab-destroy lab-vars demo site lint sanity units live lab-test \
         molecule test promtool browser test-faults test-faults-short security lab-site
@@ -28,8 +31,8 @@ venv: ## Install apt packages, the pinned venv and collections (idempotent)
 	scripts/bootstrap.sh
 
 lab-up: venv ## Start the podman lab (LAB_DEVICES=2 LAB_CLOUDS=1)
-	ansible-playbook -i lab/controller.yml lab/up.yml -e lab_devices=$(LAB_DEVICES) -e lab_clouds=$(LAB_CLOUDS)
-	@$(MAKE) --no-print-directory lab-vars
+	$(LAB_LOCK) ansible-playbook -i lab/controller.yml lab/up.yml -e lab_devices=$(LAB_DEVICES) -e lab_clouds=$(LAB_CLOUDS)
+	@$(LAB_LOCK) $(MAKE) --no-print-directory lab-vars
 
 lab-vars:
 	@for group in devices cloud; do \
@@ -54,10 +57,10 @@ lab-vars:
 
 lab-destroy: ## Remove the lab's containers, network and firewall rules
 	@[ -x .venv/bin/ansible-playbook ] || scripts/bootstrap.sh
-	ansible-playbook -i lab/controller.yml lab/destroy.yml
+	$(LAB_LOCK) ansible-playbook -i lab/controller.yml lab/destroy.yml
 
 site: ## Run site.yml against the lab
-	ansible-playbook site.yml
+	$(LAB_LOCK) ansible-playbook site.yml
 
 demo: lab-up ## Lab + site.yml + a row written on each device shown on the cloud replica
 	$(LAB_LOCK) ansible-playbook site.yml
