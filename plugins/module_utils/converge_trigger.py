@@ -18,7 +18,7 @@ the gateways authorize the new keys, wait until their tunnels listen on the clou
 ``site.yml --limit <those devices>,<their cloud hosts>,localhost``. A device counts as converged
 when the run reached it without failure; the others are tried again by the next run. State (which
 device was converged with which key, failures) is kept in ``<state-dir>/state.json``; the full
-ansible output of the last run in ``<state-dir>/last-run.log``. Log lines carry device ids,
+ansible output of each run in ``<state-dir>/runs/<time>-<pid>.log`` (the newest ``--keep-logs``). Log lines carry device ids,
 counts and durations, never a token, a password or a key.
 """
 
@@ -151,6 +151,21 @@ def load_state(path):
     return doc
 
 
+def run_log(state_dir, keep):
+    """A new log file under <state_dir>/runs for this run's ansible output; the oldest beyond
+    ``keep`` are removed."""
+    runs = os.path.join(state_dir, 'runs')
+    os.makedirs(runs, mode=0o700, exist_ok=True)
+    names = sorted(n for n in os.listdir(runs) if n.endswith('.log'))
+    for name in names[:max(0, len(names) - keep + 1)]:
+        os.unlink(os.path.join(runs, name))
+    now = time.time()
+    path = os.path.join(runs, '%s.%06d-%d.log' % (time.strftime('%Y%m%dT%H%M%S', time.gmtime(now)),
+                                                  int(now % 1 * 1e6), os.getpid()))
+    open(path, 'w').close()
+    return path
+
+
 @contextlib.contextmanager
 def run_lock(path):
     handle = open(path, 'a')
@@ -248,8 +263,7 @@ def converge_once(args):
             if missing:
                 log('no host key in the registry for %s: ssh will refuse them (StrictHostKeyChecking)'
                     % ', '.join(missing))
-        logfile = os.path.join(args.state_dir, 'last-run.log')
-        open(logfile, 'w').close()
+        logfile = run_log(args.state_dir, args.keep_logs)
         runner = Runner(args, logfile)
         clouds_of_batch = sorted(set(d['cloud_host'] for d in batch))
         started = time.time()
@@ -305,6 +319,7 @@ def parse_args(argv=None):
     p.add_argument('--ansible-playbook', default='ansible-playbook')
     p.add_argument('--ansible', default='ansible')
     p.add_argument('--extra-arg', action='append', default=[], help='passed to ansible-playbook (repeatable)')
+    p.add_argument('--keep-logs', type=int, default=20, help='run logs kept under <state-dir>/runs')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv)
     if args.max_devices < 1:

@@ -120,4 +120,5 @@ def test_one_run_converges_online_devices_and_remembers_them(tmp_path, capsys):
     # next run: only enr02 is left (its tunnel is still down: no site.yml run)
     assert trigger.main(args) == 0
     assert calls.read_text().splitlines()[2:] == ['-i test.fleet.yml playbooks/cloud.yml --limit cloud01']
-    assert os.path.exists(str(tmp_path / 'st' / 'last-run.log'))
+    logs = sorted(os.listdir(str(tmp_path / 'st' / 'runs')))
+    assert len(logs) == 2 and 'site.yml --limit enr01,cloud01,localhost' in (tmp_path / 'st' / 'runs' / logs[0]).read_text()

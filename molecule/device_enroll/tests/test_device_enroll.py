@@ -1,0 +1,61 @@
+"""device_enroll on the lab: what an image tree and a running device carry after the role, and
+that the role contacts nobody and starts nothing (an enrolled device never runs the unit again)."""
+import json
+import os
+
+import pytest
+
+from tests.support.lab import ROOT, lab_host
+
+IMAGE = "/var/tmp/edgefleet-factory-image"
+
+
+@pytest.fixture(scope="module")
+def host():
+    return lab_host("device01")
+
+
+def test_image_tree_carries_exactly_the_enrollment_artefacts(host):
+    files = sorted(host.check_output("cd %s && find . -type f -o -type l | sort", IMAGE).split())
+    assert files == ["./etc/edgefleet/enroll-ca.pem", "./etc/edgefleet/enroll.json", "./etc/edgefleet/enroll.token",
+                     "./etc/systemd/system/edgefleet-enroll.service",
+                     "./etc/systemd/system/multi-user.target.wants/edgefleet-enroll.service",
+                     "./usr/local/lib/edgefleet/edgefleet-tunnel.service.j2", "./usr/local/sbin/edgefleet-enroll"]
+    modes = {"etc": 0o755, "etc/edgefleet": 0o750, "etc/edgefleet/enroll.token": 0o600,
+             "usr/local/sbin/edgefleet-enroll": 0o755, "etc/edgefleet/enroll-ca.pem": 0o644}
+    for path, mode in modes.items():
+        f = host.file("%s/%s" % (IMAGE, path))
+        assert f.mode == mode and f.user == "root", path
+    link = host.file(IMAGE + "/etc/systemd/system/multi-user.target.wants/edgefleet-enroll.service")
+    assert link.is_symlink and link.linked_to == "/etc/systemd/system/edgefleet-enroll.service"
+    # no key of any kind in the image: they are generated at first boot
+    assert host.run("grep -rl 'PRIVATE KEY' %s", IMAGE).stdout == ""
+
+
+def test_config_and_tunnel_template_match_the_device_tunnel_role(host):
+    cfg = json.loads(host.file(IMAGE + "/etc/edgefleet/enroll.json").content_string)
+    assert cfg["api_url"] == "https://192.0.2.1:8443" and cfg["site"] == "lab" and cfg["labels"] == {"hw": "lab"}
+    assert cfg["tunnel"]["max_backoff"] == 10 and cfg["ansible_managed"] == "Ansible managed"
+    with open(os.path.join(ROOT, "roles/device_tunnel/templates/edgefleet-tunnel.service.j2"), encoding="utf-8") as handle:
+        assert host.file(IMAGE + "/usr/local/lib/edgefleet/edgefleet-tunnel.service.j2").content_string == handle.read()
+
+
+def test_program_checks_the_image_without_contacting_anyone(host):
+    out = host.check_output("python3 %s/usr/local/sbin/edgefleet-enroll --check --root %s", IMAGE, IMAGE)
+    assert out == "ok: device device01 would enroll at https://192.0.2.1:8443"
+
+
+def test_enrolled_device_gets_no_token_and_never_runs_the_unit(host):
+    assert host.file("/etc/edgefleet/device.yml").exists
+    assert not host.file("/etc/edgefleet/enroll.token").exists
+    assert host.service("edgefleet-enroll").is_enabled
+    host.run("systemctl start edgefleet-enroll")
+    show = host.check_output("systemctl show -p ConditionResult -p ActiveState -p NRestarts edgefleet-enroll")
+    assert "ConditionResult=no" in show and "ActiveState=inactive" in show, show
+    assert "enrolling" not in host.run("journalctl -u edgefleet-enroll --no-pager").stdout
+    verify = host.run("systemd-analyze verify /etc/systemd/system/edgefleet-enroll.service")
+    assert verify.rc == 0, verify.stderr
+
+
+def test_the_tunnel_is_untouched(host):
+    assert host.service("edgefleet-tunnel").is_running
