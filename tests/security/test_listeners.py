@@ -47,13 +47,25 @@ def _env_ports(name):
     return out
 
 
+# The enrollment role's gunicorn configuration on a cloud host: `bind = ["ADDRESS:PORT", ...]`.
+ENROLLMENT_GUNICORN = "/etc/edgefleet/enrollment/gunicorn.conf.py"
+
+
 def enrollment(cloud):
-    """(address, port) of the cloud host's enrollment API (roles/enrollment), or None: devices
-    enroll over it, so it binds its configured address and devices may reach it."""
+    """{(address, port)} the cloud host's enrollment API (roles/enrollment) is configured to bind:
+    from the inventory (enrollment_listen_address, enrollment_port) or, when the role was applied
+    with its own vars (molecule/enrollment), from its gunicorn configuration on the host. Devices
+    enroll over it, so it binds that address and devices may reach it there."""
     hv = hostvars(cloud)
-    if not hv.get("enrollment_listen_address"):
-        return None
-    return hv["enrollment_listen_address"], int(hv.get("enrollment_port", 8443))
+    found = set()
+    if hv.get("enrollment_listen_address"):
+        found.add((hv["enrollment_listen_address"], int(hv.get("enrollment_port", 8443))))
+    out = lab_host(cloud).run("grep -h '^bind *=' %s", ENROLLMENT_GUNICORN).stdout
+    for line in out.splitlines():
+        for bind in json.loads(line.split("=", 1)[1]):
+            address, _, port = bind.rpartition(":")
+            found.add((address.strip("[]"), int(port)))
+    return found
 
 
 def public_listeners(cloud):
@@ -61,19 +73,16 @@ def public_listeners(cloud):
     sshd (tunnels, admin SSH) anywhere; the enrollment API on its own address only; and whatever
     EDGEFLEET_PUBLIC_LISTENERS names (a lab that sets an admin address on purpose)."""
     allowed = {("tcp", SSH_PORT): None}
-    if enrollment(cloud):
-        address, port = enrollment(cloud)
-        allowed[("tcp", port)] = {address}
+    for address, port in enrollment(cloud):
+        allowed.setdefault(("tcp", port), set()).add(address)
     allowed.update(dict.fromkeys(_env_ports("EDGEFLEET_PUBLIC_LISTENERS")))
     return allowed
 
 
 def device_reachable(cloud):
     """Ports devices may connect to: SSH, the enrollment API, EDGEFLEET_DEVICE_PORTS."""
-    ports = {SSH_PORT} | {port for _proto, port in _env_ports("EDGEFLEET_DEVICE_PORTS")}
-    if enrollment(cloud):
-        ports.add(enrollment(cloud)[1])
-    return ports
+    return ({SSH_PORT} | {port for _proto, port in _env_ports("EDGEFLEET_DEVICE_PORTS")}
+            | {port for _address, port in enrollment(cloud)})
 
 
 CONNECT_TIMEOUT = 3
@@ -134,7 +143,8 @@ def public(cloud, found):
     allowed = public_listeners(cloud)
     return [(proto, address, port) for proto, address, port in found
             if not is_loopback(address) and ((proto, port) not in allowed
-                                             or allowed[(proto, port)] not in (None, {address}))]
+                                             or (allowed[(proto, port)] is not None
+                                                 and address not in allowed[(proto, port)]))]
 
 
 def addresses(cloud):
