@@ -197,7 +197,7 @@ class Runner(object):
         started = time.time()
         try:
             proc = subprocess.run(argv, cwd=self.args.project_dir, env=self.env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout)
+                                  stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout, check=False)
             rc, out = proc.returncode, proc.stdout
         except subprocess.TimeoutExpired as exc:
             rc, out = -1, (exc.output or '') + '\n[timed out after %ss]\n' % timeout
@@ -302,7 +302,7 @@ def converge_once(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog='edgefleet-converge-new', description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(prog='edgefleet-converge-new', description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--project-dir', default=os.getcwd(), help='directory holding site.yml (the collection root)')
     p.add_argument('--inventory', required=True, help='fleet config (*.fleet.yml), relative to --project-dir or absolute')
     p.add_argument('--playbook', default='site.yml')
@@ -344,4 +344,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -386,9 +386,10 @@ def enroll_one(state, name, ip, mode, results):
                 marks[what] = time.monotonic() - started
                 return value
             time.sleep(1)
-        raise AssertionError("%s: timed out waiting for %s after %ds\n--- device journal:\n%s\n--- trigger:\n%s\n"
-                             "--- service:\n%s" % (name, what, timeout, state.journal(name, "edgefleet-enroll"),
-                                                  state.log("trigger")[-6000:], state.log("service")[-3000:]))
+        raise AssertionError(
+            "%s: timed out waiting for %s after %ds\n--- device journal:\n%s\n--- trigger:\n%s\n--- service:\n%s"
+            % (name, what, timeout, state.journal(name, "edgefleet-enroll"), state.log("trigger")[-6000:],
+               state.log("service")[-3000:]))
 
     poll("enrolled", lambda: (registry_devices().get(name) or {}).get("ssh_public_key"), 120)
     poll("converged", lambda: name in state.trigger_converged(), 300)

@@ -20,9 +20,9 @@ def test_image_tree_carries_exactly_the_enrollment_artefacts(host):
     assert files == ["./etc/edgefleet/enroll-ca.pem", "./etc/edgefleet/enroll.json", "./etc/edgefleet/enroll.token",
                      "./etc/systemd/system/edgefleet-enroll.service",
                      "./etc/systemd/system/multi-user.target.wants/edgefleet-enroll.service",
-                     "./usr/local/lib/edgefleet/edgefleet-tunnel.service.j2", "./usr/local/sbin/edgefleet-enroll"]
+                     "./usr/local/lib/edgefleet/edgefleet-tunnel.service.j2", "./usr/local/sbin/edgefleet-device-enroll"]
     modes = {"etc": 0o755, "etc/edgefleet": 0o750, "etc/edgefleet/enroll.token": 0o600,
-             "usr/local/sbin/edgefleet-enroll": 0o755, "etc/edgefleet/enroll-ca.pem": 0o644}
+             "usr/local/sbin/edgefleet-device-enroll": 0o755, "etc/edgefleet/enroll-ca.pem": 0o644}
     for path, mode in modes.items():
         f = host.file("%s/%s" % (IMAGE, path))
         assert f.mode == mode and f.user == "root", path
@@ -41,7 +41,7 @@ def test_config_and_tunnel_template_match_the_device_tunnel_role(host):
 
 
 def test_program_checks_the_image_without_contacting_anyone(host):
-    out = host.check_output("python3 %s/usr/local/sbin/edgefleet-enroll --check --root %s", IMAGE, IMAGE)
+    out = host.check_output("python3 %s/usr/local/sbin/edgefleet-device-enroll --check --root %s", IMAGE, IMAGE)
     assert out == "ok: device device01 would enroll at https://192.0.2.1:8443"
 
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""roles/device_enroll/files/edgefleet-enroll against a real HTTPS server on loopback.
+"""roles/device_enroll/files/edgefleet-device-enroll against a real HTTPS server on loopback.
 
 A throwaway CA (openssl) signs a certificate for 127.0.0.1 / localhost; a stdlib HTTPS server
 answers /v1/enroll as the API contract says. Checks: the happy path writes exactly what the
@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PROGRAM = os.path.join(ROOT, 'roles', 'device_enroll', 'files', 'edgefleet-enroll')
+PROGRAM = os.path.join(ROOT, 'roles', 'device_enroll', 'files', 'edgefleet-device-enroll')
 TUNNEL_TEMPLATE = os.path.join(ROOT, 'roles', 'device_tunnel', 'templates', 'edgefleet-tunnel.service.j2')
 KNOWN_HOSTS_TEMPLATE = os.path.join(ROOT, 'roles', 'device_tunnel', 'templates', 'known_hosts.j2')
 TOKEN = 'efe1.abcdef123456.' + 'S3cr3t' * 6
