@@ -112,3 +112,35 @@ def test_a_device_enrolls_with_a_cli_token(host, ca):
     status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device + "x",
                                                   "tunnel_public_key": _key(), "host_public_key": _key()})
     assert status == 401 and doc["error"] == "token_exhausted"
+
+
+def test_token_playbook_create_list_revoke(ca, tmp_path):
+    """playbooks/enroll_token.yml: the token lands only in a 0600 file on the controller."""
+    import os
+    import subprocess
+    from tests.support.lab import ENV, INVENTORY, ROOT
+
+    def play(*extra):
+        proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, os.path.join(ROOT, "playbooks", "enroll_token.yml"),
+                               "-e", "enroll_token_host=%s" % CLOUD] + list(extra),
+                              env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    out_file = tmp_path / "batch.token"
+    created = play("-e", "enroll_token_output=%s" % out_file, "-e", "enroll_token_max_uses=2",
+                   "-e", '{"enroll_token_sites": ["lab"], "enroll_token_labels": {"hw": "lab"}}')
+    assert oct(out_file.stat().st_mode & 0o777) == "0o600"
+    token = out_file.read_text().strip()
+    token_id = token.split(".")[1]
+    assert token not in created and token_id in created
+    device = "pb%s" % uuid.uuid4().hex[:8]
+    status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device, "tunnel_public_key": _key(),
+                                                  "host_public_key": _key()})
+    assert status == 201 and doc["site"] == "lab", doc
+    listing = play("-e", "enroll_token_action=list")
+    assert token_id in listing and "1/2" in listing and token not in listing
+    play("-e", "enroll_token_action=revoke", "-e", "enroll_token_id=%s" % token_id)
+    status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device + "b",
+                                                  "tunnel_public_key": _key(), "host_public_key": _key()})
+    assert status == 401 and doc["error"] == "token_revoked"
