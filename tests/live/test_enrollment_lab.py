@@ -50,7 +50,7 @@ import pytest
 import yaml
 
 from tests.runner import lab
-from tests.runner.support import ROOT, environment
+from tests.runner.support import ROOT, environment, plain
 from tests.support.enrollment import PYTHONPATH, SYSTEM_PYTHON, free_port
 
 pytestmark = pytest.mark.lab
@@ -392,6 +392,12 @@ def enroll_one(state, name, ip, mode, results):
                state.log("service")[-3000:]))
 
     poll("enrolled", lambda: (registry_devices().get(name) or {}).get("ssh_public_key"), 120)
+    # read-only: the lab's own inventory shows the device at once, reached through its tunnel
+    graph = lab.run(["ansible-inventory", "-i", os.path.join(LAB_INV, "lab.fleet.yml"), "--graph"]).stdout
+    hostvars = json.loads(lab.run(["ansible-inventory", "-i", os.path.join(LAB_INV, "lab.fleet.yml"),
+                                   "--host", name]).stdout)
+    marks["in inventory"] = time.monotonic() - started
+    results.setdefault("inventory", {})[name] = (graph, hostvars)
     poll("converged", lambda: name in state.trigger_converged(), 300)
     record = allocations()[name]
     # ---- the row: written on the device through its own tunnel, read on its cloud replica
@@ -422,11 +428,11 @@ def enroll_one(state, name, ip, mode, results):
 def render(dev):
     m = dev["marks"]
     return ("\n%s (%s mode, replica %s): container start -> enrolled %.0f s -> converged by the trigger %.0f s -> "
-            "row written through the tunnel %.0f s -> row on the replica %.0f s (goal < %d s); no command ran "
-            "between the container start and the row write (the test only polled the registry, the trigger's "
-            "state file and the replica)"
+            "row written through the tunnel %.0f s -> row on the replica %.0f s (goal < %d s); nobody ran a "
+            "command between the container start and the row write: the test only read the registry file, "
+            "ansible-inventory (device listed at %.0f s), the trigger's state file and the replica"
             % (dev["name"], dev["mode"], dev["instance"], m["enrolled"], m["converged"], m["row written"],
-               m["row on replica"], GOAL_SECONDS))
+               m["row on replica"], GOAL_SECONDS, m["in inventory"]))
 
 
 def restore_cloud(records):
@@ -474,6 +480,19 @@ def test_device_enrolled_by_itself_and_its_row_reached_the_replica(enrolled, nam
     assert "enroll.token" not in files and "600 /etc/edgefleet/tunnel_ed25519" in files, files
     assert files.split()[-3:] == ["enabled", "enabled", "active"], files
     assert dev["direct_ssh_blocked"], "controller -> device SSH was not blocked until the end"
+
+
+@pytest.mark.parametrize("name", [d[0] for d in DEVICES])
+def test_inventory_shows_the_enrolled_device_through_its_tunnel(enrolled, name):
+    graph, hostvars = enrolled["inventory"][name]
+    groups = re.findall(r"^\s*\|--@(\S+):$", graph, re.M)
+    assert "status_active" in groups and "cloud_cloud01" in groups
+    assert re.search(r"\|--%s$" % name, graph, re.M), graph
+    hv = plain(hostvars)
+    assert hv["edgefleet_reach"] == "tunnel"
+    assert hv["ansible_host"] == "127.0.0.1"
+    assert hv["ansible_port"] == enrolled["devices"][name]["record"]["tunnel_ssh_port"]
+    assert "HostKeyAlias=%s" % name in hv["ansible_ssh_common_args"]
 
 
 def test_channel_mode_device_went_to_a_shared_instance(enrolled):
