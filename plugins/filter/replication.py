@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.channel_isolation import (
+    IsolationError, instance_filters,
+)
+
 
 def replication_channel(device, user, password, connect_retry=10):
     """Desired replication channel for one allocated device: its tunnel port on loopback."""
@@ -17,8 +23,16 @@ def replication_channel(device, user, password, connect_retry=10):
     }
 
 
+def channel_filters(devices, databases, mode):
+    """Per-channel replication filters of one replica instance (see module_utils.channel_isolation)."""
+    try:
+        return instance_filters(list(devices), list(databases), mode)
+    except IsolationError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 class FilterModule:
     """edgefleet.mysql_backup replication filters."""
 
     def filters(self):
-        return {"replication_channel": replication_channel}
+        return {"replication_channel": replication_channel, "channel_filters": channel_filters}
