@@ -210,12 +210,13 @@ def validate_request(doc):
     try:
         device_id = check_device_id(doc['device_id'], 'field "device_id"')
     except FleetError as exc:
-        raise EnrollError(400, 'invalid_device_id', _short(str(exc)).replace('field "device_id": field "id"',
-                                                                              'field "device_id"'))
+        message = _short(str(exc)).replace('field "device_id": field "id"', 'field "device_id"')
+        raise EnrollError(400, 'invalid_device_id', message)
     try:
         site = check_site(doc.get('site'), 'field "site"')
     except FleetError as exc:
-        raise EnrollError(400, 'invalid_site', _short(str(exc)).replace('field "site": field "site"', 'field "site"'))
+        message = _short(str(exc)).replace('field "site": field "site"', 'field "site"')
+        raise EnrollError(400, 'invalid_site', message)
     labels_raw = doc.get('labels')
     if labels_raw is not None and isinstance(labels_raw, dict) and len(labels_raw) > MAX_LABELS:
         raise EnrollError(400, 'invalid_labels', 'field "labels" has %d entries (at most %d)'
@@ -223,8 +224,8 @@ def validate_request(doc):
     try:
         labels = check_labels(labels_raw, 'field "labels"')
     except FleetError as exc:
-        raise EnrollError(400, 'invalid_labels', _short(str(exc)).replace('field "labels": field "labels"',
-                                                                           'field "labels"'))
+        message = _short(str(exc)).replace('field "labels": field "labels"', 'field "labels"')
+        raise EnrollError(400, 'invalid_labels', message)
     for key, val in labels.items():
         if not LABEL_VALUE_RE.fullmatch(val):
             raise EnrollError(400, 'invalid_labels', 'field "labels.%s" value must be at most %d characters of '
@@ -718,8 +719,8 @@ class _FileSnapshot(object):
 def enroll(registry, policy, config, req, now=None, attempts=8):
     """Enroll (or re-enroll) a device in one registry transaction.
 
-    Returns ``(http status, outcome, token id, response)``; outcome is created, claimed,
-    repeated or rotated. Raises EnrollError (nothing written) or FleetError.
+    Returns ``(http status, outcome, token id, response)``; outcome is created or claimed (a device
+    registered by an operator without keys) - 201 -, repeated or rotated - 200. Raises EnrollError (nothing written) or FleetError.
     """
     now = time.time() if now is None else now
     if registry.kind == 'mysql':
@@ -736,7 +737,7 @@ def enroll(registry, policy, config, req, now=None, attempts=8):
                 raise
 
     outcome, token_id, response = with_retries(attempt, attempts)
-    return (201 if outcome == 'created' else 200), outcome, token_id, response
+    return (201 if outcome in ('created', 'claimed') else 200), outcome, token_id, response
 
 
 # --------------------------------------------------------------------------- reading

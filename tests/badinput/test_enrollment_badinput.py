@@ -307,3 +307,23 @@ def test_secrets_never_in_logs_or_process_list(svc, state):
         assert secret not in log
         assert secret not in ps
         assert secret.split(".")[-1] not in log
+
+
+def test_half_requests_hold_a_thread_only_until_the_deadline(tmp_path):
+    """Slow clients (TLS done, half a request, then silence) on every worker thread: the service
+    answers again once the worker's 10 s deadline frees the threads (stock gthread: never)."""
+    with EnrollmentService(tmp_path, threads=2) as service:
+        held = []
+        try:
+            for _i in range(2):
+                sock = service.context().wrap_socket(socket.create_connection(("127.0.0.1", service.port), timeout=30),
+                                                     server_hostname="127.0.0.1")
+                sock.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n")
+                held.append(sock)
+            started = time.monotonic()
+            status, doc = service.request("GET", "/v1/health", timeout=30)
+            assert status == 200 and doc["status"] == "ok"
+            assert time.monotonic() - started < 15
+        finally:
+            for sock in held:
+                sock.close()

@@ -199,8 +199,8 @@ class EnrollmentService:
                               + list(args), capture_output=True, text=True, env=self.env(), input=input_text,
                               timeout=60, check=False)
         if check and proc.returncode != 0:
-            raise AssertionError("edgefleet-enroll %s failed (%d): %s" % (" ".join(args), proc.returncode,
-                                                                         proc.stderr))
+            raise AssertionError("edgefleet-enroll %s failed (%d): %s"
+                                 % (" ".join(args), proc.returncode, proc.stderr))
         return proc
 
     def token(self, *args):

@@ -85,8 +85,8 @@ def verify(svc, results, mode="instance"):
             if same and r["status"] in (200, 201):
                 for field in ("cloud_host", "tunnel_mysql_port", "tunnel_ssh_port", "server_id", "gtid_domain_id"):
                     if r["doc"][field] != win["doc"][field]:
-                        problems.append("%s: repeat answered %s=%s, first %s" % (dev, field, r["doc"][field],
-                                                                             win["doc"][field]))
+                        problems.append("%s: repeat answered %s=%s, first %s"
+                                        % (dev, field, r["doc"][field], win["doc"][field]))
             if not same and r["status"] != 409:
                 problems.append("%s: a competitor with other keys got %s (expected 409)" % (dev, r["status"]))
             if not same and r["status"] == 409 and r["doc"].get("error") != "key_mismatch":

@@ -96,21 +96,23 @@ def _key():
     return pub.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
+def _body(token, device):
+    return {"token": token, "device_id": device, "tunnel_public_key": _key(), "host_public_key": _key()}
+
+
 def test_a_device_enrolls_with_a_cli_token(host, ca):
     out = "/var/lib/edgefleet-enrollment/molecule.token"
     host.check_output("edgefleet-enroll token create --max-uses 1 --expires 10m --output %s" % out)
     token = host.check_output("cat %s && rm -f %s" % (out, out)).strip()
     device = "mol%s" % uuid.uuid4().hex[:8]
-    status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device, "tunnel_public_key": _key(),
-                                                  "host_public_key": _key()})
+    status, doc = https(ca, "POST", "/v1/enroll", _body(token, device))
     assert status == 201, doc
     assert doc["cloud_host"] == CLOUD and doc["cloud_address"] == ADDRESS
     assert 40000 <= doc["tunnel_mysql_port"] <= 40999
     registry = host.file("/var/lib/edgefleet-enrollment-lab/registry.yml").content_string
     assert device in registry and '"reach": "tunnel"' in registry
     assert token not in host.check_output("journalctl -u edgefleet-enrollment --no-pager -n 200")
-    status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device + "x",
-                                                  "tunnel_public_key": _key(), "host_public_key": _key()})
+    status, doc = https(ca, "POST", "/v1/enroll", _body(token, device + "x"))
     assert status == 401 and doc["error"] == "token_exhausted"
 
 
@@ -135,12 +137,10 @@ def test_token_playbook_create_list_revoke(ca, tmp_path):
     token_id = token.split(".")[1]
     assert token not in created and token_id in created
     device = "pb%s" % uuid.uuid4().hex[:8]
-    status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device, "tunnel_public_key": _key(),
-                                                  "host_public_key": _key()})
+    status, doc = https(ca, "POST", "/v1/enroll", _body(token, device))
     assert status == 201 and doc["site"] == "lab", doc
     listing = play("-e", "enroll_token_action=list")
     assert token_id in listing and "1/2" in listing and token not in listing
     play("-e", "enroll_token_action=revoke", "-e", "enroll_token_id=%s" % token_id)
-    status, doc = https(ca, "POST", "/v1/enroll", {"token": token, "device_id": device + "b",
-                                                  "tunnel_public_key": _key(), "host_public_key": _key()})
+    status, doc = https(ca, "POST", "/v1/enroll", _body(token, device + "b"))
     assert status == 401 and doc["error"] == "token_revoked"

@@ -155,8 +155,8 @@ def cmd_known_hosts(settings, args):
             same = False
         if not same:
             atomic_write(args.output, text, mode=0o644)
-        sys.stdout.write('%s %s (%d host keys)\n' % (args.output, 'unchanged' if same else 'written',
-                                                    text.count('\n')))
+        state = 'unchanged' if same else 'written'
+        sys.stdout.write('%s %s (%d host keys)\n' % (args.output, state, text.count('\n')))
     else:
         sys.stdout.write(text)
     return 0
@@ -169,7 +169,7 @@ def cmd_init(settings, _args):
 
 
 def parser():
-    top = argparse.ArgumentParser(prog='edgefleet-enroll', description=__doc__.split('\n\n')[0])
+    top = argparse.ArgumentParser(prog='edgefleet-enroll', description=__doc__.split('\n\n', maxsplit=1)[0])
     top.add_argument('--config', help='service config (default $EDGEFLEET_ENROLL_CONFIG or %s)'
                      % '/etc/edgefleet/enrollment.json')
     sub = top.add_subparsers(dest='group', required=True)
