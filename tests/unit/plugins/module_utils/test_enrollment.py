@@ -148,6 +148,7 @@ def test_rate_limiter_per_client_then_global():
     assert lim.check('b')[0]
     allowed, scope, _wait = lim.check('c')
     assert not allowed and scope == 'global'
+    assert lim.clients['c'][0] == 2.0  # a global refusal does not spend the client's allowance
     now[0] = 1.0
     assert lim.check('a')[0]
 
