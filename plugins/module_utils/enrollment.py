@@ -186,6 +186,8 @@ def parse_body(data):
         raise EnrollError(400, 'invalid_encoding', 'the request body is not UTF-8')
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise EnrollError(400, 'malformed_json', 'the request body is not valid JSON (nested too deeply)')
     except ValueError as exc:
         raise EnrollError(400, 'malformed_json', 'the request body is not valid JSON (%s at line %d column %d)'
                           % (getattr(exc, 'msg', 'error'), getattr(exc, 'lineno', 0), getattr(exc, 'colno', 0)))
@@ -617,6 +619,9 @@ def _enroll_locked(tx, registry, policy, config, req, now):
         current = next((d for d in devices if d['id'] == dev_id), None)
     else:
         current = tx.get_device(dev_id, for_update=True)
+    if current is None and _cloud_host_exists(tx, dev_id):
+        raise EnrollError(409, 'id_taken', 'field "device_id": %s is the name of a cloud host (inventory host names '
+                          'must be unique)' % dev_id)
     site = _resolve_site(tok, req, current)
     tunnel_key = req['tunnel_public_key']
     host_key = req['host_public_key']
@@ -688,6 +693,14 @@ def _cloud_address(tx, name):
         cur.execute('SELECT address FROM `%scloud_hosts` WHERE name = %%s' % tx.p, (name,))
         row = cur.fetchone()
     return row[0] if row else None
+
+
+def _cloud_host_exists(tx, name):
+    if tx.kind == 'file':
+        return any(h['name'] == name for h in tx.load_registry()[1])
+    with tx.conn.cursor() as cur:
+        cur.execute('SELECT 1 FROM `%scloud_hosts` WHERE name = %%s' % tx.p, (name,))
+        return cur.fetchone() is not None
 
 
 class _FileSnapshot(object):

@@ -79,6 +79,15 @@ def test_malformed_json(svc, state):
     refused(svc, 400, "malformed_json", "not valid JSON", lambda: svc.enroll(None, raw=b'{"token": "x", '))
 
 
+def test_deeply_nested_json(svc, state):
+    refused(svc, 400, "malformed_json", "nested too deeply", lambda: svc.enroll(None, raw=b"[" * 10000))
+
+
+def test_device_id_of_a_cloud_host(svc, state):
+    refused(svc, 409, "id_taken", "cloud01 is the name of a cloud host",
+            lambda: svc.enroll(enroll_body(state["token"], "cloud01", site="berlin")))
+
+
 def test_body_not_an_object(svc, state):
     refused(svc, 400, "malformed_json", "JSON object", lambda: svc.enroll(None, raw=b'["token"]'))
 

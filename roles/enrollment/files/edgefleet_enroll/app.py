@@ -36,6 +36,23 @@ def _error(status, code, message, headers=None):
     return _json({'error': code, 'message': message}, status, headers)
 
 
+DRAIN_LIMIT = 1024 * 1024
+
+
+def _drain(length, stream=None):
+    """Read (and drop) up to 1 MiB of a refused body, so the client reads the 413 instead of a reset."""
+    left = min(length, DRAIN_LIMIT)
+    stream = stream or request.environ.get('wsgi.input')
+    try:
+        while left > 0:
+            chunk = stream.read(min(65536, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except (OSError, ValueError):
+        pass
+
+
 def create_app(config_path=None, settings=None):
     settings = settings or Settings(config_path)
     limiter = settings.limiter()
@@ -91,8 +108,11 @@ def create_app(config_path=None, settings=None):
         length = request.content_length
         if length is not None and length > settings.max_body:
             LOG.info('refused client=%s code=body_too_large', client)
+            _drain(length)
             return _error(413, 'body_too_large', 'the request body is larger than %d bytes' % settings.max_body)
         data = request.stream.read(settings.max_body + 1)
+        if len(data) > settings.max_body:
+            _drain(DRAIN_LIMIT, request.stream)
         try:
             doc = enrollment.parse_body(data)
             req = enrollment.validate_request(doc)
