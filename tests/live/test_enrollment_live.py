@@ -56,3 +56,31 @@ def test_reenroll_rotation_and_retirement(tmp_path):
         registry_ops.update_device(svc.registry(), "kiosk1", {"status": "retired"})
         status, doc = svc.enroll(rotated)
         assert status == 403 and doc["error"] == "device_retired"
+
+
+def test_enrolled_device_shows_in_the_fleet_inventory(tmp_path):
+    """The fleet inventory plugin shows an enrolled device at once: reached through its tunnel with
+    HostKeyAlias=<id>, and the host key it sent is a host var and a known_hosts line."""
+    import json
+    import os
+    import subprocess
+    from tests.live.support import ansible_env
+    from tests.support.enrollment import enroll_body
+    with EnrollmentService(tmp_path) as svc:
+        token = svc.token()
+        body = enroll_body(token, "kiosk9", site="berlin")
+        status, doc = svc.enroll(body)
+        assert status == 201
+        fleet = os.path.join(svc.dir, "enroll.fleet.yml")
+        with open(fleet, "w") as handle:
+            handle.write("plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: registry.yml}\n")
+        out = subprocess.run([os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), ".venv",
+                                           "bin", "ansible-inventory"), "-i", fleet, "--host", "kiosk9"],
+                             env=ansible_env(), capture_output=True, text=True, check=True).stdout
+        hv = json.loads(out)
+        assert hv["edgefleet_reach"] == "tunnel" and hv["ansible_host"] == "127.0.0.1"
+        assert hv["ansible_port"] == doc["tunnel_ssh_port"]
+        assert "HostKeyAlias=kiosk9" in hv["ansible_ssh_common_args"]
+        host_key = " ".join(body["host_public_key"].split()[:2])
+        assert str(hv["edgefleet_host_public_key"]).endswith(host_key.split()[1])
+        assert svc.cli("known-hosts").stdout == "kiosk9 %s\n" % host_key
