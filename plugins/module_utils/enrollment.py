@@ -432,7 +432,7 @@ def _read_state_file(path):
 @contextlib.contextmanager
 def store_transaction(registry, write=True):
     """A registry transaction with the enrollment store; file changes flushed before the lock ends."""
-    if registry.kind == 'mysql' and write:
+    if registry.kind == 'mysql':
         _ensure_once(registry)
     with registry.transaction(write=write) as tx:
         store = EnrollStore(tx)

@@ -84,3 +84,11 @@ def test_enrolled_device_shows_in_the_fleet_inventory(tmp_path):
         host_key = " ".join(body["host_public_key"].split()[:2])
         assert str(hv["edgefleet_host_public_key"]).endswith(host_key.split()[1])
         assert svc.cli("known-hosts").stdout == "kiosk9 %s\n" % host_key
+
+
+def test_fresh_mysql_registry_operator_listing(tmp_path, registry_spec):
+    """Before any token exists (no enrollment table yet) the listing still answers 401, not 503."""
+    mysql = dict((k, registry_spec[k]) for k in ("type", "host", "port", "user", "password", "database"))
+    with EnrollmentService(tmp_path, registry="mysql", mysql=mysql) as svc:
+        status, doc = svc.request("GET", "/v1/devices", headers={"Authorization": "Bearer efo1.ops." + "A" * 43})
+        assert status == 401 and doc["error"] == "unauthorized"
