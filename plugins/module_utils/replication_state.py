@@ -609,7 +609,7 @@ def _rewrite_diagnosis(status):
                 hit = (rule, rule['from'], None)
                 break
     if hit is None:
-        return None
+        return _filtered_ddl_diagnosis(status, rules, errno, error)
     rule, schema, table = hit
     named = '%s.%s' % (schema, table) if table else schema
     default_note = ('no default database' if not default_db
@@ -630,6 +630,32 @@ def _rewrite_diagnosis(status):
         'device its own replica instance (instance mode has no rewrite).'
         % (named, default_note, rule['from'], rule['to'], status.get('last_sql_errno') or 0,
            redo, name, name, rule['from']))
+
+
+_MISSING_TABLE_RE = re.compile(r"Table '([^'.]+)\.([^']+)' doesn't exist")
+
+
+def _filtered_ddl_diagnosis(status, rules, errno, error):
+    """A row event for a renamed schema's table that the replica never created: the device created
+    it with qualified DDL (`app.t` without `USE app`), which is not rewritten, so the channel's
+    isolation filter (replicate_wild_do_table on the renamed schemas only) ignored it."""
+    match = _MISSING_TABLE_RE.search(error)
+    if errno != 1146 or not match:
+        return None
+    targets = dict((rule['to'].lower(), rule) for rule in rules)
+    rule = targets.get(match.group(1).lower())
+    if rule is None:
+        return None
+    name = status.get('name', '')
+    return (
+        'table %s.%s is missing on the replica: the device created it with DDL that named %s.%s without '
+        'USE %s; replicate_rewrite_db does not rewrite such DDL and the channel\'s isolation filter '
+        'ignores every schema but its own, so the SQL thread stopped at the first row for it (error 1146). '
+        'Fix: run SHOW CREATE TABLE %s.%s on the device, run that statement on the replica in %s with '
+        "sql_log_bin=0, then START SLAVE '%s' (or re-seed with resync.yml). Prevent: run DDL on the "
+        'device after USE %s with unqualified table names.'
+        % (rule['to'], match.group(2), rule['from'], match.group(2), rule['from'], rule['from'],
+           match.group(2), rule['to'], name, rule['from']))
 
 
 def diagnose(status, lag_threshold):

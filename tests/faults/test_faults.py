@@ -8,12 +8,14 @@ duplicated, extra) and CHECKSUM TABLE of every table of the device's `app` schem
 
 Full form: `make test-faults`; short form (`-m "not slow"`): `make test-faults-short`.
 """
+import subprocess
 import time
 
 import pytest
 
 from tests.faults import harness
 from tests.faults.harness import LabError, podman, sh, sql
+from tests.support.lab import hostvars
 
 pytestmark = [pytest.mark.lab]
 
@@ -120,6 +122,57 @@ def test_tunnel_link_cut_60s(lab):
     """The device's network is gone for 60 s (longer than the keep-alives on both sides)."""
     device = lab.devices[-1]
     exercise(lab, "tunnel: link down 60 s", [device], link_cut(device, 60), goal=TUNNEL_GOAL)
+
+
+class SilentLoss:
+    """The device's tunnel connection goes dark without a reset reaching either side (a NAT
+    mapping changed, a mobile device switched networks): every packet of that one connection is
+    dropped in the cloud host's network namespace, both ways, while the device can open new
+    connections at once. The cloud's sshd keeps the old session (and its forwards) until its
+    keep-alives give up; the device's new session must get its ports anyway."""
+
+    def __init__(self, device):
+        self.device = device
+        self.rules = []
+
+    def _netns(self, *args, check=True):
+        pid = podman("inspect", "-f", "{{.State.Pid}}", self.device.cloud).stdout.strip()
+        proc = subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-w", *args], capture_output=True,
+                              text=True, check=False)
+        if check and proc.returncode:
+            raise LabError(f"iptables {' '.join(args)} in {self.device.cloud}: {proc.stderr.strip()}")
+        return proc
+
+    def inject(self):
+        address = hostvars(self.device.name)["ansible_host"]
+        rows = sh(self.device.cloud, f"ss -Htn state established '( sport = :22 and dst {address} )'").stdout
+        ports = [line.split()[-1].rsplit(":", 1)[1] for line in rows.splitlines() if line.strip()]
+        assert ports, f"{self.device.name}: no tunnel connection from {address} on {self.device.cloud}"
+        for port in ports:
+            for rule in (["INPUT", "-s", address, "-p", "tcp", "--sport", port, "--dport", "22", "-j", "DROP"],
+                         ["OUTPUT", "-d", address, "-p", "tcp", "--dport", port, "--sport", "22", "-j", "DROP"]):
+                self._netns("-I", *rule)
+                self.rules.append(rule)
+        return time.time()
+
+    def clear(self):
+        for rule in self.rules:
+            self._netns("-D", *rule, check=False)
+        self.rules = []
+
+
+@pytest.mark.parametrize("mode", ["instance", "channel"])
+def test_tunnel_silent_loss(lab, mode):
+    """Silent link loss, the device back at once on a fresh connection: recovery is timed from the
+    moment the old connection went dark (the new path works from that moment on)."""
+    device = next((d for d in lab.devices if d.mode == mode), None)
+    assert device is not None, f"no {mode}-mode device in the lab"
+    loss = SilentLoss(device)
+    try:
+        exercise(lab, "tunnel: silent link loss, back on a new connection", [device], loss.inject,
+                 goal=TUNNEL_GOAL, mode=mode)
+    finally:
+        loss.clear()
 
 
 # --------------------------------------------------------------------------------------------

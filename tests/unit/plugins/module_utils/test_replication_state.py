@@ -490,3 +490,12 @@ def test_1146_without_rewrite_rule_is_plain():
                       Last_SQL_Error="Error 'Table 'app.t' doesn't exist' on query.")
     state, text = health(row)
     assert state == 'error' and 'rewrite' not in text and 'seeded' in text
+
+
+def test_diagnosis_row_event_for_a_table_the_isolation_filter_never_created():
+    row = mariadb_row(
+        sql='No', Replicate_Rewrite_DB='app->dev1_app', Last_SQL_Errno=1146,
+        Last_SQL_Error="Error executing row event: 'Table 'dev1_app.orders' doesn't exist'")
+    state, text = health(row)
+    assert state == 'error' and text.startswith('table dev1_app.orders is missing on the replica')
+    assert 'app.orders without USE app' in text and "START SLAVE 'dev1'" in text
