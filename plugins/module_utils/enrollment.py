@@ -45,6 +45,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry im
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     update_device_locked, allocate_locked,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as alloc_lib
 
 # The device's SSH host key lives in the registry as this device var: the inventory exposes it as
 # a host var and known_hosts_text() renders "<device id> <key>" lines for HostKeyAlias=<device id>.
@@ -660,8 +661,18 @@ def _enroll_locked(tx, registry, policy, config, req, now):
         fields = {'site': site, 'labels': labels, 'vars': hvars, 'status': 'active', 'reach': 'tunnel',
                   'ssh_public_key': tunnel_key}
         update_device_locked(tx, registry, dev_id, fields)
-    result = allocate_locked(tx, registry, policy, only=[dev_id], now=now)
-    rec = result.state['allocations'].get(dev_id)
+    # A repeat of an allocated device reads its own allocation only (allocation is sticky: nothing
+    # would change); everything else runs the allocation as register.yml does.
+    rec = _allocation_of(tx, dev_id) if outcome == 'repeated' else None
+    if rec is None:
+        try:
+            result = allocate_locked(tx, registry, policy, only=[dev_id], now=now)
+        except FleetError as exc:
+            if 'no cloud host can take it' not in str(exc):
+                raise
+            raise EnrollError(503, 'no_capacity', 'no cloud host has room for device %s now; nothing was enrolled, '
+                              'retry later (an operator must add capacity)' % dev_id)
+        rec = result.state['allocations'].get(dev_id)
     if rec is None:
         raise EnrollError(503, 'no_capacity', 'no cloud host has room for device %s' % dev_id)
     cloud_cfg = config['cloud_hosts'].get(rec['cloud_host']) or {}
@@ -693,6 +704,18 @@ def _cloud_address(tx, name):
         cur.execute('SELECT address FROM `%scloud_hosts` WHERE name = %%s' % tx.p, (name,))
         row = cur.fetchone()
     return row[0] if row else None
+
+
+def _allocation_of(tx, dev_id):
+    """The allocation record of one device, or None."""
+    if tx.kind == 'file':
+        return tx.load_state()['allocations'].get(dev_id)
+    cols = alloc_lib.RECORD_KEYS
+    with tx.conn.cursor() as cur:
+        cur.execute('SELECT %s FROM `%sallocations` WHERE device_id = %%s'
+                    % (', '.join(('device_id',) + cols[1:]), tx.p), (dev_id,))
+        row = cur.fetchone()
+    return dict(zip(cols, row)) if row else None
 
 
 def _cloud_host_exists(tx, name):

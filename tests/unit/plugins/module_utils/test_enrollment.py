@@ -255,3 +255,16 @@ def test_claiming_a_device_registered_without_keys(tmp_path):
     assert (status, outcome) == (201, 'claimed')
     assert doc['tunnel_mysql_port'] == allocations['dev1']['tunnel_mysql_port']
     assert doc['server_id'] == allocations['dev1']['server_id']
+
+
+def test_no_capacity_is_a_503_and_writes_nothing(tmp_path):
+    reg = _file_registry(tmp_path, clouds='  - {name: c1, address: 192.0.2.1, tunnel_ports: "20000-20001"}\n')
+    policy = normalize_policy({})
+    token, _view = E.create_token(reg, max_uses=5)
+    assert E.enroll(reg, policy, CONFIG, E.validate_request(_req(token=token)))[0] == 201
+    before = _files(tmp_path)
+    other = _req(token=token, device_id='dev2', tunnel_public_key=ed25519(3), host_public_key=ed25519(4))
+    with pytest.raises(E.EnrollError) as err:
+        E.enroll(reg, policy, CONFIG, E.validate_request(other))
+    assert (err.value.status, err.value.code) == (503, 'no_capacity') and 'dev2' in err.value.message
+    assert _files(tmp_path) == before
