@@ -267,12 +267,16 @@ def converge_once(args):
         runner = Runner(args, logfile)
         clouds_of_batch = sorted(set(d['cloud_host'] for d in batch))
         started = time.time()
+        phases = []
         if args.prepare_playbook:
             rc, out = runner.playbook(args.prepare_playbook, clouds_of_batch)
+            phases.append('%s %.0f s' % (os.path.basename(args.prepare_playbook), time.time() - started))
             if rc != 0:
                 log('%s failed on %s (rc=%s); see %s' % (args.prepare_playbook, ','.join(clouds_of_batch), rc, logfile))
                 return 1, []
+        mark = time.time()
         online = wait_for_tunnels(runner, batch, args.tunnel_wait)
+        phases.append('tunnels %.0f s' % (time.time() - mark))
         offline = [d['id'] for d in batch if d not in online]
         if offline:
             log('tunnel not up yet after %ds: %s (tried again next run)' % (args.tunnel_wait, ', '.join(offline)))
@@ -280,7 +284,9 @@ def converge_once(args):
         rc = 0
         if online:
             limit = [d['id'] for d in online] + sorted(set(d['cloud_host'] for d in online)) + ['localhost']
+            mark = time.time()
             rc, out = runner.playbook(args.playbook, limit)
+            phases.append('%s %.0f s' % (os.path.basename(args.playbook), time.time() - mark))
             recap = parse_recap(out)
             now = time.time()
             for dev in online:
@@ -295,9 +301,9 @@ def converge_once(args):
             state['format'] = STATE_FORMAT
             atomic_write(state_path, json.dumps(state, indent=1, sort_keys=True) + '\n')
         failed = [d['id'] for d in online if d['id'] not in converged]
-        log('converged %d of %d in %.0f s: %s%s (%s rc=%s)' % (
+        log('converged %d of %d in %.0f s: %s%s (%s; %s rc=%s)' % (
             len(converged), len(batch), time.time() - started, ', '.join(converged) or '-',
-            '; failed: %s' % ', '.join(failed) if failed else '', args.playbook, rc))
+            '; failed: %s' % ', '.join(failed) if failed else '', ', '.join(phases), args.playbook, rc))
         return (0 if not failed else 1), converged
 
 
