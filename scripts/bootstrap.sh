@@ -10,6 +10,7 @@ APT_PACKAGES=(
   openssh-client autossh zstd rsync git make python3-venv
   prometheus chromium                      # promtool for the alert rules, the status page in a browser
   restic                                   # offsite copies of backups (live test of the backup script)
+  python3-flask python3-gunicorn python3-pymysql python3-yaml openssl  # enrollment service under test (Debian's python3, as on hosts)
 )
 
 missing=()

@@ -212,7 +212,7 @@ def oldest_tunnel_session(user, proc_root='/proc'):
 def main(argv=None):
     import argparse
 
-    parser = argparse.ArgumentParser(prog='edgefleet-tunnel-guard', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='edgefleet-tunnel-guard', description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--user', default='edgefleet-tunnel', help='the tunnel account')
     parser.add_argument('--authorized-keys', required=True, help="the tunnel account's authorized_keys file")
     parser.add_argument('--max-sessions', type=int, default=3, help='live sessions allowed per key')
@@ -243,4 +243,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -63,7 +63,7 @@ def enrollment(cloud):
     out = lab_host(cloud).run("grep -h '^bind *=' %s", ENROLLMENT_GUNICORN).stdout
     for line in out.splitlines():
         for bind in json.loads(line.split("=", 1)[1]):
-            address, _, port = bind.rpartition(":")
+            address, port = bind.rsplit(":", 1)
             found.add((address.strip("[]"), int(port)))
     return found
 
@@ -125,7 +125,7 @@ def listeners(cloud):
         fields = line.split()
         # TCP lines start with the state (LISTEN), UDP ones with UNCONN: local address is field 3.
         local = fields[3]
-        address, _, port = local.rpartition(":")
+        address, port = local.rsplit(":", 1)
         proto = "tcp" if fields[0] == "LISTEN" else "udp"
         found.append((proto, address.split("%")[0].strip("[]"), int(port)))
     assert any(port == SSH_PORT for _p, _a, port in found), f"ss on {cloud} does not show sshd:\n{out}"

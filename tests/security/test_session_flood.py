@@ -69,7 +69,7 @@ def test_one_key_flooding_sessions_harms_nobody_else():
             held = _established_from(cloud, address)
             guard_log = sh(cloud, f"journalctl -u edgefleet-tunnel-guard --since '{guard_since}' --no-pager").stdout
         finally:
-            sh(attacker, f"pkill -f 'ssh -i {TUNNEL_KEY} .* -N {TUNNEL_USER}@' || true")
+            sh(attacker, f"pkill -f '[s]sh -i {TUNNEL_KEY} .* -N {TUNNEL_USER}@' || true")
         attacker_tunnel = _tunnel_up(cloud, hv["edgefleet_tunnel_mysql_port"])
     print(f"\nsession flood: {FLOOD_SESSIONS} sessions in {FLOOD_SECONDS} s from {attacker}; held after the "
           f"loop {held} (cap {CAP}, the device's own tunnel included); victims back after {back}; "

@@ -60,7 +60,7 @@ def _channel(cloud, socket, name):
     fields = {}
     for line in status.splitlines():
         if ":" in line and not line.startswith("*"):
-            key, _, value = line.partition(":")
+            key, value = line.split(":", 1)
             fields[key.strip()] = value.strip()
     return fields
 
