@@ -232,6 +232,12 @@ def main(argv=None):
     command.insert(1, '--since=@%d' % int(oldest - 5) if oldest else '--lines=0')
     log('following sshd for user %s, at most %d sessions per key' % (args.user, args.max_sessions))
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, universal_newlines=True)
+
+    def stop(signum, frame):  # pylint: disable=unused-argument
+        proc.terminate()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     for line in proc.stdout:
         try:
             entry = json.loads(line)
