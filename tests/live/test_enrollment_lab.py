@@ -12,7 +12,9 @@ systemd as PID 1), the same programs the systemd units run:
   config that reaches tunnel devices through their cloud host and pins their host keys from the
   registry.
 
-Per device (enr01 in instance mode, then enr02 in channel mode): the CLI creates a token; a new
+enr01 (instance mode) and enr02 (channel mode) boot at the same time and are converged by the
+trigger; then enr03 (instance mode) is converged by playbooks/converge_new.yml instead (what the
+AWX schedule runs), run every 10 s by the test. Per device: the CLI creates a token; a new
 container is CREATED (not started) on the lab network, its root file system mounted on the host
 and the device_enroll role run into it (device_enroll_root = the mount): program, unit, config,
 pinned CA and token, nothing else (no controller key, no address in the registry). An iptables
@@ -330,8 +332,11 @@ def enrolled():
         try:
             state.start_service()
             state.start_trigger()
+            # both devices boot at the same time (the trigger may take them in one batch)
             for name, ip, mode in DEVICES:
-                records[name] = enroll_one(state, name, ip, mode, results)
+                prepare_device(state, name, ip, mode)
+            records.update(run_devices(state, DEVICES, results))
+            for name, _ip, _mode in DEVICES:
                 print(render(results["devices"][name]))
             results["trigger_log"] = state.log("trigger")
             print("\ntrigger log (what the timer's journal would show):\n" + results["trigger_log"])
@@ -345,7 +350,8 @@ def enrolled():
             results["second_run"] = res.stdout
             # the AWX alternative: the scheduled playbook instead of the trigger
             name, ip, mode = AWX_DEVICE
-            records[name] = enroll_one(state, name, ip, mode, results, converge=awx_schedule(state, name, results))
+            prepare_device(state, name, ip, mode)
+            records.update(run_devices(state, [AWX_DEVICE], results, converge=awx_schedule(state, results)))
             print(render(results["devices"][name]))
             state.stop("service")
             results["service_log"] = state.log("service")
@@ -359,12 +365,12 @@ def enrolled():
             assert not errors, errors
 
 
-def awx_schedule(state, name, results):
+def awx_schedule(state, results):
     """What the AWX schedule does, every 10 s here (2 min in awx/controller.yml): run
     playbooks/converge_new.yml until a run converged the device. Returns the poll predicate."""
     runs = results.setdefault("awx_runs", [])
 
-    def converged():
+    def converged(name):
         res = lab.run(["ansible-playbook", "-i", TEST_FLEET, "playbooks/converge_new.yml",
                        "-e", "converge_new_known_hosts=%s" % state.known_hosts])
         runs.append(res.stdout)
@@ -376,9 +382,9 @@ def awx_schedule(state, name, results):
     return converged
 
 
-def enroll_one(state, name, ip, mode, results, converge=None):
-    """One device from factory to row on replica; returns its allocation record. converge: a
-    predicate polled until the device is converged (default: the trigger's state file)."""
+def prepare_device(state, name, ip, mode):
+    """Token, (channel mode: pre-registration), factory artefacts into a created container, the
+    SSH block. Nothing is started."""
     scope = ["--site", "lab", "--expires", "1h"]
     if mode == "channel":
         # per-device setting chosen by the operator before the device boots: pre-register the id
@@ -399,56 +405,67 @@ def enroll_one(state, name, ip, mode, results, converge=None):
     before = registry_devices().get(name)
     assert before is None or not before.get("address"), "the registry has an address for %s" % name
 
-    # ---- nothing is run from here on: start the container, then only wait and poll
-    started = time.monotonic()
-    podman("start", name)
-    marks = {}
 
-    def poll(what, predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                marks[what] = time.monotonic() - started
-                return value
-            time.sleep(1)
-        raise AssertionError(
-            "%s: timed out waiting for %s after %ds\n--- device journal:\n%s\n--- trigger:\n%s\n--- service:\n%s"
-            % (name, what, timeout, state.journal(name, "edgefleet-enroll"), state.log("trigger")[-6000:],
-               state.log("service")[-3000:]))
-
-    poll("enrolled", lambda: (registry_devices().get(name) or {}).get("ssh_public_key"), 120)
-    # read-only: the lab's own inventory shows the device at once, reached through its tunnel
-    graph = lab.run(["ansible-inventory", "-i", os.path.join(LAB_INV, "lab.fleet.yml"), "--graph"]).stdout
-    hostvars = json.loads(lab.run(["ansible-inventory", "-i", os.path.join(LAB_INV, "lab.fleet.yml"),
-                                   "--host", name]).stdout)
-    marks["in inventory"] = time.monotonic() - started
-    results.setdefault("inventory", {})[name] = (graph, hostvars)
-    poll("converged", converge or (lambda: name in state.trigger_converged()), 300)
-    record = allocations()[name]
-    # ---- the row: written on the device through its own tunnel, read on its cloud replica
-    row = "%s-%d" % (name, time.time_ns())
-    state.device_sql(name, "CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS enroll_proof "
-                           "(id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) UNIQUE); "
-                           "INSERT INTO enroll_proof (token) VALUES ('%s');" % row)
-    marks["row written"] = time.monotonic() - started
-    schema = record["schema_prefix"] + "app" if record["replica_mode"] == "channel" else "app"
-    sock = lab.replica_socket(record["replica_instance"])
-
-    def arrived():
-        out = lab.shell("cloud01", "mariadb --socket=%s -N -B -e \"SELECT COUNT(*) FROM \\`%s\\`.enroll_proof "
-                                   "WHERE token='%s'\" 2>/dev/null || true" % (sock, schema, row))
-        return out.strip() == "1"
-    poll("row on replica", arrived, 120)
-    results["devices"][name] = {"name": name, "mode": record["replica_mode"], "instance": record["replica_instance"],
-                                "marks": marks, "record": record,
-                                "journal": state.journal(name, "edgefleet-enroll"),
-                                "device_files": podman("exec", name, "sh", "-c",
-                                                       "ls /etc/edgefleet; stat -c '%a %n' /etc/edgefleet/*; "
-                                                       "systemctl is-enabled edgefleet-tunnel edgefleet-enroll; "
-                                                       "systemctl is-active edgefleet-tunnel", check=False).stdout,
-                                "direct_ssh_blocked": state.direct_ssh_fails(ip)}
-    return record
+def run_devices(state, specs, results, converge=None, timeout=420):
+    """Start the prepared containers together, then only read, for all of them at once: enrolled
+    (registry), listed by ansible-inventory, converged (the trigger's state file, or the converge
+    predicate), then write a row on each through its tunnel and wait for it on its replica.
+    Returns {name: allocation record}."""
+    started, marks, rows, records = {}, {}, {}, {}
+    for name, _ip, _mode in specs:
+        started[name] = time.monotonic()
+        podman("start", name)
+        marks[name] = {}
+    converge = converge or (lambda name: name in state.trigger_converged())
+    deadline = time.monotonic() + timeout
+    while any("row on replica" not in marks[name] for name in marks):
+        if time.monotonic() > deadline:
+            name = next(n for n in marks if "row on replica" not in marks[n])
+            raise AssertionError(
+                "%s: timed out (%s)\n--- device journal:\n%s\n--- trigger:\n%s\n--- service:\n%s"
+                % (name, marks[name], state.journal(name, "edgefleet-enroll"), state.log("trigger")[-6000:],
+                   state.log("service")[-3000:]))
+        for name, m in marks.items():
+            def mark(what, name=name, m=m):
+                m[what] = time.monotonic() - started[name]
+            if "enrolled" not in m:
+                if (registry_devices().get(name) or {}).get("ssh_public_key"):
+                    mark("enrolled")
+                    # read-only: the lab's own inventory shows the device at once, through its tunnel
+                    inv = os.path.join(LAB_INV, "lab.fleet.yml")
+                    graph = lab.run(["ansible-inventory", "-i", inv, "--graph"]).stdout
+                    hostvars = json.loads(lab.run(["ansible-inventory", "-i", inv, "--host", name]).stdout)
+                    mark("in inventory")
+                    results.setdefault("inventory", {})[name] = (graph, hostvars)
+            elif "converged" not in m:
+                if converge(name):
+                    mark("converged")
+                    records[name] = allocations()[name]
+                    # the row: written on the device through its own tunnel, read on its replica
+                    rows[name] = "%s-%d" % (name, time.time_ns())
+                    state.device_sql(name, "CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE IF NOT EXISTS "
+                                           "enroll_proof (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) UNIQUE); "
+                                           "INSERT INTO enroll_proof (token) VALUES ('%s');" % rows[name])
+                    mark("row written")
+            elif "row on replica" not in m:
+                record = records[name]
+                schema = record["schema_prefix"] + "app" if record["replica_mode"] == "channel" else "app"
+                out = lab.shell("cloud01", "mariadb --socket=%s -N -B -e \"SELECT COUNT(*) FROM \\`%s\\`.enroll_proof "
+                                           "WHERE token='%s'\" 2>/dev/null || true"
+                                % (lab.replica_socket(record["replica_instance"]), schema, rows[name]))
+                if out.strip() == "1":
+                    mark("row on replica")
+        time.sleep(1)
+    for name, ip, _mode in specs:
+        record = records[name]
+        results["devices"][name] = {
+            "name": name, "mode": record["replica_mode"], "instance": record["replica_instance"],
+            "marks": marks[name], "record": record, "journal": state.journal(name, "edgefleet-enroll"),
+            "device_files": podman("exec", name, "sh", "-c", "ls /etc/edgefleet; stat -c '%a %n' /etc/edgefleet/*; "
+                                   "systemctl is-enabled edgefleet-tunnel edgefleet-enroll; "
+                                   "systemctl is-active edgefleet-tunnel", check=False).stdout,
+            "direct_ssh_blocked": state.direct_ssh_fails(ip)}
+    return records
 
 
 def render(dev):
