@@ -234,7 +234,14 @@ def main(argv=None):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, universal_newlines=True)
 
     def stop(signum, frame):  # pylint: disable=unused-argument
+        # Reap journalctl before exiting: systemd in a container may never hear that a leftover
+        # child ended and would wait out its stop timeout.
         proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
