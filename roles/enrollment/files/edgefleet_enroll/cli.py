@@ -76,23 +76,32 @@ def cmd_token_create(settings, args):
     return 0
 
 
-def cmd_token_list(settings, args):
-    tokens = enrollment.list_tokens(settings.registry())
-    if args.json:
-        sys.stdout.write(json.dumps(tokens, sort_keys=True, indent=1) + '\n')
+def _listing(rows, as_json, layout, header, cells):
+    """Rows as JSON, or as a fixed-width table: `layout` formats `header` and `cells(row)`."""
+    if as_json:
+        sys.stdout.write(json.dumps(rows, sort_keys=True, indent=1) + '\n')
         return 0
-    sys.stdout.write('%-12s %-9s %-9s %-20s %-20s %-14s %s\n'
-                     % ('ID', 'STATE', 'USES', 'CREATED', 'EXPIRES', 'DEVICE', 'SITES / LABELS / NOTE'))
-    for tok in tokens:
-        scope = ','.join(tok['sites']) or '*'
-        if tok['labels']:
-            scope += ' ' + ','.join('%s=%s' % kv for kv in sorted(tok['labels'].items()))
-        if tok.get('note'):
-            scope += ' ' + tok['note']
-        sys.stdout.write('%-12s %-9s %-9s %-20s %-20s %-14s %s\n'
-                         % (tok['id'], tok['state'], '%d/%d' % (tok['uses'], tok['max_uses']),
-                            _stamp(tok['created_at']), _stamp(tok['expires_at']), tok['device_id'] or '*', scope))
+    sys.stdout.write(layout % header)
+    for row in rows:
+        sys.stdout.write(layout % cells(row))
     return 0
+
+
+def _token_scope(tok):
+    scope = ','.join(tok['sites']) or '*'
+    if tok['labels']:
+        scope += ' ' + ','.join('%s=%s' % kv for kv in sorted(tok['labels'].items()))
+    if tok.get('note'):
+        scope += ' ' + tok['note']
+    return scope
+
+
+def cmd_token_list(settings, args):
+    return _listing(
+        enrollment.list_tokens(settings.registry()), args.json, '%-12s %-9s %-9s %-20s %-20s %-14s %s\n',
+        ('ID', 'STATE', 'USES', 'CREATED', 'EXPIRES', 'DEVICE', 'SITES / LABELS / NOTE'),
+        lambda tok: (tok['id'], tok['state'], '%d/%d' % (tok['uses'], tok['max_uses']), _stamp(tok['created_at']),
+                     _stamp(tok['expires_at']), tok['device_id'] or '*', _token_scope(tok)))
 
 
 def cmd_token_revoke(settings, args):
@@ -128,18 +137,12 @@ def cmd_allow_rotation(settings, args):
 
 
 def cmd_devices(settings, args):
-    devices = enrollment.device_listing(settings.registry())
-    if args.json:
-        sys.stdout.write(json.dumps(devices, sort_keys=True, indent=1) + '\n')
-        return 0
-    sys.stdout.write('%-20s %-10s %-9s %-12s %-6s %-6s %s\n'
-                     % ('DEVICE', 'SITE', 'STATUS', 'CLOUD', 'MYSQL', 'SSH', 'TUNNEL KEY'))
-    for dev in devices:
-        sys.stdout.write('%-20s %-10s %-9s %-12s %-6s %-6s %s\n'
-                         % (dev['device_id'], dev['site'] or '-', dev['status'], dev['cloud_host'] or '-',
-                            dev['tunnel_mysql_port'] or '-', dev['tunnel_ssh_port'] or '-',
-                            dev['tunnel_key_fingerprint'] or '-'))
-    return 0
+    return _listing(
+        enrollment.device_listing(settings.registry()), args.json, '%-20s %-10s %-9s %-12s %-6s %-6s %s\n',
+        ('DEVICE', 'SITE', 'STATUS', 'CLOUD', 'MYSQL', 'SSH', 'TUNNEL KEY'),
+        lambda dev: (dev['device_id'], dev['site'] or '-', dev['status'], dev['cloud_host'] or '-',
+                     dev['tunnel_mysql_port'] or '-', dev['tunnel_ssh_port'] or '-',
+                     dev['tunnel_key_fingerprint'] or '-'))
 
 
 def cmd_known_hosts(settings, args):
