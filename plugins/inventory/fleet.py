@@ -164,7 +164,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
     normalize_policy, normalize_registry_spec,
 )
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import open_registry
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import read_snapshot
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_inventory
 
 
@@ -217,13 +217,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         base_dir = os.path.dirname(os.path.abspath(path))
         spec = normalize_registry_spec(_plain(self.get_option('registry')), base_dir)
         policy = normalize_policy(_plain(self.get_option('allocation')))
-        registry = open_registry(spec, policy['lock_timeout'])
-        try:
-            with registry.transaction(write=False) as tx:
-                devices, cloud_hosts = tx.load_registry()
-                state = tx.load_state()
-        finally:
-            registry.close()
+        devices, cloud_hosts, state = read_snapshot(spec, policy['lock_timeout'])
         options = {
             'reach': self.get_option('reach'),
             'jump': self.get_option('jump'),

@@ -33,12 +33,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.reachability import listening_ports
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import open_registry
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import atomic_write, read_snapshot
 
 STATE_FORMAT = 'edgefleet.mysql_backup.converge_trigger'
 KEY_RE = re.compile(r'^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}$')
@@ -67,13 +66,7 @@ def host_public_key(dev):
 def load_fleet(config_path):
     """(devices, cloud_hosts, allocations) from the fleet config's registry."""
     spec, policy, dummy = resolve(config_path)
-    registry = open_registry(spec, policy['lock_timeout'])
-    try:
-        with registry.transaction(write=False) as tx:
-            devices, clouds = tx.load_registry()
-            state = tx.load_state()
-    finally:
-        registry.close()
+    devices, clouds, state = read_snapshot(spec, policy['lock_timeout'])
     return devices, clouds, state.get('allocations') or {}
 
 
@@ -123,20 +116,6 @@ def parse_recap(stdout):
 
 
 # --------------------------------------------------------------------------- files
-
-def atomic_write(path, text, mode=0o600):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.converge-trigger.')
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def load_state(path):
     try:
@@ -299,7 +278,7 @@ def converge_once(args):
                     fail = state['failed'].setdefault(dev['id'], {'count': 0})
                     fail.update(count=fail['count'] + 1, at=int(now), rc=rc)
             state['format'] = STATE_FORMAT
-            atomic_write(state_path, json.dumps(state, indent=1, sort_keys=True) + '\n')
+            atomic_write(state_path, json.dumps(state, indent=1, sort_keys=True) + '\n', 0o600)
         failed = [d['id'] for d in online if d['id'] not in converged]
         log('converged %d of %d in %.0f s: %s%s (%s; %s rc=%s)' % (
             len(converged), len(batch), time.time() - started, ', '.join(converged) or '-',

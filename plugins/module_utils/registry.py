@@ -968,6 +968,17 @@ def open_registry(spec, lock_timeout=60.0):
     return MySQLRegistry(spec, lock_timeout)
 
 
+def read_snapshot(spec, lock_timeout=60.0):
+    """(devices, cloud_hosts, state) read in one read-only transaction of the registry ``spec``."""
+    registry = open_registry(spec, lock_timeout)
+    try:
+        with registry.transaction(write=False) as tx:
+            devices, cloud_hosts = tx.load_registry()
+            return devices, cloud_hosts, tx.load_state()
+    finally:
+        registry.close()
+
+
 def with_retries(func, attempts=5):
     """Run ``func()`` again when a concurrent writer made it conflict (DB backend)."""
     for attempt in range(attempts):
