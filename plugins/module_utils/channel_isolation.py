@@ -17,6 +17,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.consistency import schema_map_for
+
 # LIKE metacharacters in a wild table pattern, plus the escape character itself.
 _LIKE_SPECIAL = ('\\', '_', '%')
 
@@ -37,8 +39,7 @@ def like_literal(name):
 
 def channel_schemas(device, databases):
     """The schema names a device's events land in on its replica instance."""
-    prefix = device.get('schema_prefix') or ''
-    return ['%s%s' % (prefix, db) for db in databases]
+    return [replica for dummy, replica in schema_map_for(databases, device.get('schema_prefix'))]
 
 
 def wild_do_tables(device, databases):

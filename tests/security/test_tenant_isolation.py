@@ -18,6 +18,7 @@ Known limit, documented in docs/security.md: statement-format multi-table statem
 the device's own table first, and triggers or stored functions firing in statement format, are
 not confined by MariaDB's replication filters; MariaDB has no per-channel privilege check.
 """
+import shlex
 import time
 
 import pytest
@@ -108,16 +109,12 @@ HOSTILE = [
 
 def _device_sql(device, statements):
     for statement in statements:
-        proc = sh(device, f"mariadb -e {_q(statement)}", check=False)
+        proc = sh(device, f"mariadb -e {shlex.quote(statement)}", check=False)
         assert proc.returncode == 0, f"{device}: {statement!r} failed on the device: {proc.stderr}"
 
 
-def _q(text):
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
 def _cleanup_device(device):
-    sh(device, "mariadb -e " + _q(
+    sh(device, "mariadb -e " + shlex.quote(
         f"SET sql_log_bin = 0; DROP DATABASE IF EXISTS {NEIGHBOUR}; DROP TABLE IF EXISTS app.isolation_probe; DROP DATABASE IF EXISTS edgefleet_planted_db; "
         f"DROP USER IF EXISTS {ATTACKER_USER}@'%'; DROP TABLE IF EXISTS mysql.edgefleet_planted"), check=False)
 
