@@ -134,10 +134,12 @@ class SilentLoss:
     def __init__(self, device):
         self.device = device
         self.rules = []
+        self.cloud_pid = None
 
     def _netns(self, *args, check=True):
-        pid = podman("inspect", "-f", "{{.State.Pid}}", self.device.cloud).stdout.strip()
-        proc = subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-w", *args], capture_output=True,
+        if self.cloud_pid is None:
+            self.cloud_pid = podman("inspect", "-f", "{{.State.Pid}}", self.device.cloud).stdout.strip()
+        proc = subprocess.run(["nsenter", "-t", self.cloud_pid, "-n", "iptables", "-w", *args], capture_output=True,
                               text=True, check=False)
         if check and proc.returncode:
             raise LabError(f"iptables {' '.join(args)} in {self.device.cloud}: {proc.stderr.strip()}")

@@ -489,16 +489,7 @@ def restore_cloud(records):
     lab.inventory_cache(refresh=True)
     lab.run(["ansible-playbook", "site.yml"])
     for name, record in records.items():
-        if record["replica_mode"] == "channel":
-            sock = lab.replica_socket(record["replica_instance"])
-            lab.sql("cloud01", "SET SESSION sql_log_bin=0; DROP DATABASE IF EXISTS `%sapp`" % record["schema_prefix"], sock)
-            (pos,), = lab.sql("cloud01", "SELECT @@gtid_slave_pos", sock)
-            kept = ",".join(p for p in pos.split(",") if p and not p.startswith("%s-" % record["gtid_domain_id"]))
-            if kept != pos:
-                lab.sql("cloud01", "STOP ALL SLAVES; SET GLOBAL gtid_slave_pos = '%s'; START ALL SLAVES" % kept, sock)
-        else:
-            lab.shell("cloud01", "rm -rf /var/lib/edgefleet/replicas/%s /var/lib/edgefleet/replicas/.applied/%s.*"
-                      % (name, name))
+        lab.remove_replica_leftovers("cloud01", name, record)
     # The lab is shared: another engineer's uncommitted role change can make one run change
     # something that has nothing to do with this test; a change that persists is a leftover.
     for attempt in range(2):

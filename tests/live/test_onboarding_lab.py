@@ -115,18 +115,7 @@ def restore_two_plus_one(channel_devices, record, baseline):
     if record is None:
         record = {"replica_mode": "instance", "replica_instance": DEVICE, "schema_prefix": "",
                   "gtid_domain_id": None}
-    if record["replica_mode"] == "channel":
-        sock = lab.replica_socket(record["replica_instance"])
-        lab.sql("cloud01", "SET SESSION sql_log_bin=0; DROP DATABASE IF EXISTS `%sapp`" % record["schema_prefix"], sock)
-        # the removed channel's domain position stays in gtid_slave_pos; a new device03 would start
-        # with an empty binlog, so drop the domain (all threads stop for a moment)
-        (pos,), = lab.sql("cloud01", "SELECT @@gtid_slave_pos", sock)
-        kept = ",".join(p for p in pos.split(",") if p and not p.startswith("%s-" % record["gtid_domain_id"]))
-        if kept != pos:
-            lab.sql("cloud01", "STOP ALL SLAVES; SET GLOBAL gtid_slave_pos = '%s'; START ALL SLAVES" % kept, sock)
-    else:
-        lab.shell("cloud01", "rm -rf /var/lib/edgefleet/replicas/%s /var/lib/edgefleet/replicas/.applied/%s.*"
-                  % (DEVICE, DEVICE))
+    lab.remove_replica_leftovers("cloud01", DEVICE, record)
     again = lab.run(["ansible-playbook", "site.yml"])
     assert_no_op(again.stdout, "site.yml is not a no-op after restoring the lab", baseline)
 

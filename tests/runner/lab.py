@@ -146,6 +146,22 @@ def replica_socket(instance):
     return "/run/mysqld/edgefleet-%s.sock" % instance
 
 
+def remove_replica_leftovers(cloud, device, record):
+    """What pruning a device leaves on its cloud host: a channel-mode device's renamed schema and its
+    GTID domain in the shared gtid_slave_pos (a new device reusing nothing would start from an empty
+    binlog; all threads stop for a moment), or an instance-mode device's datadir."""
+    if record["replica_mode"] == "channel":
+        sock = replica_socket(record["replica_instance"])
+        sql(cloud, "SET SESSION sql_log_bin=0; DROP DATABASE IF EXISTS `%sapp`" % record["schema_prefix"], sock)
+        (pos,), = sql(cloud, "SELECT @@gtid_slave_pos", sock)
+        kept = ",".join(p for p in pos.split(",") if p and not p.startswith("%s-" % record["gtid_domain_id"]))
+        if kept != pos:
+            sql(cloud, "STOP ALL SLAVES; SET GLOBAL gtid_slave_pos = '%s'; START ALL SLAVES" % kept, sock)
+    else:
+        shell(cloud, "rm -rf /var/lib/edgefleet/replicas/%s /var/lib/edgefleet/replicas/.applied/%s.*"
+              % (device, device))
+
+
 def instance_pids(cloud):
     """{instance: main pid} of the replica instances running on a cloud host."""
     out = shell(cloud, "for u in $(systemctl list-units --plain --no-legend --state=active 'mariadb@*' | cut -d' ' -f1); "
