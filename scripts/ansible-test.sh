@@ -5,6 +5,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$root/.cache/ansible-test/ansible_collections/edgefleet/mysql_backup
 mkdir -p "$work"
+# One copy is shared by every run in this clone: parallel runs take turns (the descriptor stays
+# open through exec, so the lock is held until ansible-test ends).
+exec 9>"$root/.cache/ansible-test.lock"
+flock 9
 cd "$root"
 git ls-files -co --exclude-standard | grep -v -e '^collections/' -e '^\.ci/' > "$root/.cache/ansible-test.files"
 rsync -a --delete --files-from="$root/.cache/ansible-test.files" ./ "$work/"
