@@ -69,7 +69,7 @@ demo: lab-up ## Lab + site.yml + a row written on each device shown on the cloud
 lint: venv ## yamllint + ansible-lint (production profile, offline)
 	yamllint -s .
 	# Molecule leaves a copy of this collection there; ansible-lint would resolve modules from it.
-	rm -rf $(HOME)/.ansible/collections/ansible_collections/edgefleet
+	$(LAB_LOCK) rm -rf $(HOME)/.ansible/collections/ansible_collections/edgefleet
 	ansible-lint
 
 sanity: venv ## ansible-test sanity
