@@ -16,10 +16,10 @@ __metaclass__ = type
 
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.atomic_file import write_if_changed
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.consistency import (
     HAS_PYMYSQL, connect,
 )
@@ -197,23 +197,6 @@ def collect(devices, instances, cloud_host, options=None, now=None, listening=No
 
 
 def write_atomic(path, text, mode=0o644):
-    """Write ``text`` to ``path`` through a temporary file and rename (readers never see a
-    half-written file; node_exporter requires this for textfiles). Returns True if changed."""
-    try:
-        with open(path) as handle:
-            if handle.read() == text:
-                return False
-    except (IOError, OSError):
-        pass
-    directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
+    """Write ``text`` to ``path`` atomically unless it already holds it (node_exporter reads
+    textfiles at any time, so it must never see half a file). Returns True if changed."""
+    return write_if_changed(path, text, mode)

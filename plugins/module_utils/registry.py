@@ -22,11 +22,11 @@ import errno
 import json
 import os
 import re
-import tempfile
 import time
 
 from ansible.module_utils.common.yaml import HAS_YAML
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.atomic_file import atomic_write  # noqa: F401 (re-exported)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import (
     FleetError, STATUSES, REPLICA_MODES, REACH_MODES, RESERVED_NAMES, RESERVED_PREFIXES, ID_RE, SITE_RE,
     LABEL_KEY_RE, check_device_id, check_cloud_host_name, check_site, check_labels, check_choice,
@@ -433,34 +433,6 @@ def parse_registry_text(text):
 
 
 # --------------------------------------------------------------------------- files
-
-def atomic_write(path, text, mode=None):
-    """Write ``text`` to ``path`` atomically (same-directory temp file, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if mode is None:
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
 
 @contextlib.contextmanager
 def file_lock(path, timeout=60.0):
