@@ -22,6 +22,8 @@ import hashlib
 import re
 import time
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import gtid as gtid_lib
+
 DAY = 86400
 TS_FORMAT = '%Y%m%dT%H%M%SZ'
 KIND_SUFFIX = {'logical': '.sql.zst', 'physical': '.xbstream.zst'}
@@ -190,25 +192,17 @@ def select_backup(backups, as_of=None):
 # ---------------------------------------------------------------------------------------
 
 def parse_gtid_pos(text):
-    """{domain: (server_id, seq)} of a MariaDB GTID position such as "0-1-5,1000-1000-42"."""
-    result = {}
-    for part in (text or '').replace('\n', ',').split(','):
-        part = part.strip()
-        if not part:
-            continue
-        pieces = part.split('-')
-        if len(pieces) != 3 or not all(p.isdigit() for p in pieces):
-            raise PolicyError('bad GTID %r in position %r' % (part, text))
-        domain, server, seq = (int(p) for p in pieces)
-        if domain in result:
-            raise PolicyError('GTID position %r names domain %d twice' % (text, domain))
-        result[domain] = (server, seq)
-    return result
+    """{domain: (server_id, seq)} of a MariaDB GTID position such as "0-1-5,1000-1000-42"
+    (module_utils/gtid.py parses; this shape is what backup metadata and restore use)."""
+    try:
+        return dict((domain, (gtid.server_id, gtid.seq_no)) for domain, gtid in gtid_lib.parse_gtid_pos(text).items())
+    except gtid_lib.GtidError as exc:
+        raise PolicyError(str(exc))
 
 
 def format_gtid_pos(position):
-    return ','.join('%d-%d-%d' % (domain, server, seq)
-                    for domain, (server, seq) in sorted(position.items()))
+    """{domain: (server_id, seq)} -> "domain-server-seq,..." (module_utils/gtid.py formats)."""
+    return gtid_lib.format_gtid_pos(dict((domain, (domain,) + tuple(pair)) for domain, pair in position.items()))
 
 
 def filter_gtid_pos(text, domains):

@@ -40,9 +40,8 @@ except ImportError:
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     channel_key,
 )
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    format_gtid_pos, parse_gtid_pos, parse_status_row,
-)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import format_gtid_pos, parse_gtid_pos
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import parse_status_row
 
 # Data types hashed through HEX() (their bytes); every other type through CAST(... AS CHAR).
 HEX_TYPES = frozenset([

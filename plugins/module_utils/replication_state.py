@@ -12,6 +12,9 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import (  # noqa: F401 (re-exported)
+    format_gtid_pos, merge_gtid_pos, parse_gtid_pos,
+)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     BOTH_THREADS, CHANNEL_OPTIONS, GTID_OPTION, MASK, OPTION_ORDER, THREAD_IO, THREAD_SQL,
     channel_key, render,
@@ -196,32 +199,8 @@ def read_channel_statuses(session):
 
 
 # ---------------------------------------------------------------------------------------
-# MariaDB GTID positions: "domain-server-seqno[,...]"; gtid_slave_pos holds one per domain
+# MariaDB GTID positions of a channel (parsing and formatting: module_utils/gtid.py)
 # ---------------------------------------------------------------------------------------
-
-_GTID_RE = re.compile(r'^(\d+)-(\d+)-(\d+)$')
-
-
-def parse_gtid_pos(text):
-    """'0-1-10,5-5-7' -> {0: (0, 1, 10), 5: (5, 5, 7)}; raises ValueError on bad input."""
-    positions = {}
-    for part in (text or '').replace('\n', '').split(','):
-        part = part.strip()
-        if not part:
-            continue
-        match = _GTID_RE.match(part)
-        if not match:
-            raise ValueError('invalid GTID %r (expected domain-server-seqno)' % part)
-        gtid = tuple(int(number) for number in match.groups())
-        if gtid[0] in positions:
-            raise ValueError('GTID position %r names domain %d twice' % (text, gtid[0]))
-        positions[gtid[0]] = gtid
-    return positions
-
-
-def format_gtid_pos(positions):
-    return ','.join('%d-%d-%d' % positions[domain] for domain in sorted(positions))
-
 
 def applied_pos(gtid_io_pos, gtid_slave_pos):
     """Entries of gtid_slave_pos for the domains a channel receives (MariaDB); '' when either
@@ -233,13 +212,6 @@ def applied_pos(gtid_io_pos, gtid_slave_pos):
         return ''
     return format_gtid_pos(dict((domain, applied[domain]) for domain in received
                                 if domain in applied))
-
-
-def merge_gtid_pos(current, seeds):
-    """Return `current` with each domain of `seeds` set; other domains are untouched."""
-    merged = dict(current)
-    merged.update(seeds)
-    return merged
 
 
 # ---------------------------------------------------------------------------------------
