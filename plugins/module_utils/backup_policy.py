@@ -22,7 +22,10 @@ import hashlib
 import re
 import time
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import gtid as gtid_lib
+try:
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import gtid as gtid_lib
+except ImportError:  # imported as a sibling file (edgefleet_backup.py's sys.path search): gtid.py beside it
+    import gtid as gtid_lib
 
 DAY = 86400
 TS_FORMAT = '%Y%m%dT%H%M%SZ'
