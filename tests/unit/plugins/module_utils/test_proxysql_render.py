@@ -1,18 +1,18 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""proxysql role: rows rendered from the allocation and the admin SQL batch, executed against
-SQLite with ProxySQL 2.x's admin table definitions (the stand-in of molecule/proxysql)."""
+"""proxysql_endpoint (module_utils, used by the module of that name and the proxysql role): rows
+rendered from the allocation and the admin SQL batch, executed against SQLite with ProxySQL 2.x's
+admin table definitions (the stand-in of molecule/proxysql)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import proxysql_endpoint as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
@@ -24,7 +24,6 @@ def _load(name, path):
     return module
 
 
-P = _load('edgefleet_proxysql', 'roles/proxysql/files/edgefleet_proxysql.py')
 FAKE = _load('edgefleet_fake_admin', 'molecule/proxysql/fake_admin.py')
 
 
@@ -212,15 +211,12 @@ def test_unsafe_input_is_refused():
         P.proxysql_desired(clouds(), ['app'], routing='user', user_password="it's")
 
 
-def test_script_interface_json_in_json_out():
-    script = os.path.join(ROOT, 'roles', 'proxysql', 'files', 'edgefleet_proxysql.py')
+def test_request_interface_counts_and_refuses_unknown_input():
     request = {'clouds': clouds(), 'databases': ['app'], 'options': {'rule_id_base': 20000}, 'current': {}}
-    proc = subprocess.run([sys.executable, script], input=json.dumps(request), capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(proc.stdout)
+    out = P.run(request)
     assert out['counts'] == {'servers': 3, 'rules': 4, 'fast_routing': 0, 'users': 0}
     request['options']['routing'] = 'nonsense'
-    proc = subprocess.run([sys.executable, script], input=json.dumps(request), capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 1 and json.loads(proc.stdout)['failed']
+    with pytest.raises(P.ProxySQLConfigError, match='proxysql_routing must be schema or user'):
+        P.run(request)
+    with pytest.raises(P.ProxySQLConfigError, match='unknown option'):
+        P.run({'clouds': clouds(), 'databases': ['app'], 'options': {'colour': 'red'}})
