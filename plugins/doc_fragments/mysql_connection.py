@@ -52,23 +52,30 @@ options:
     default: ~/.my.cnf
   ca_cert:
     description:
-      - CA certificate (PEM) to verify the server's TLS certificate. Setting it enables TLS.
+      - For the TLS of this module's own login connection (to O(login_host)), the CA
+        certificate (PEM) on the host that runs the module that verifies the server's
+        certificate. Setting it enables TLS.
+      - Not the TLS between a replica and its source; that is part of a channel
+        (C(channels[].ssl_ca) of M(edgefleet.mysql_backup.replication_source)). The alias
+        V(ssl_ca) is kept for compatibility with community.mysql.
     type: path
     aliases: [ssl_ca]
   client_cert:
     description:
-      - Client certificate (PEM) for TLS client authentication.
+      - TLS of the login connection - client certificate (PEM) for TLS client authentication.
+        Alias V(ssl_cert) as in community.mysql; not C(channels[].ssl_cert).
     type: path
     aliases: [ssl_cert]
   client_key:
     description:
-      - Private key (PEM) of O(client_cert).
+      - TLS of the login connection - private key (PEM) of O(client_cert). Alias V(ssl_key) as
+        in community.mysql; not C(channels[].ssl_key).
     type: path
     aliases: [ssl_key]
   check_hostname:
     description:
-      - Whether the server certificate's host name must match O(login_host).
-      - When unset, the driver's default applies (checked when O(ca_cert) is set).
+      - Whether the server certificate's host name must match O(login_host) (login connection).
+      - When unset, it is checked when O(ca_cert) is set, as PyMySQL does by default.
     type: bool
 requirements:
   - PyMySQL (Python package, on the host that runs the module)

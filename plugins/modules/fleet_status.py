@@ -49,13 +49,6 @@ options:
     description: Name of this cloud host, shown in every record.
     type: str
     required: true
-  login_user:
-    description: User for the replica instances (root through the socket by default).
-    type: str
-    default: root
-  login_password:
-    description: Password of O(login_user); not needed for root with socket authentication.
-    type: str
   connect_timeout:
     description: Seconds to wait for each replica instance.
     type: int
@@ -194,6 +187,7 @@ thresholds:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.args_common import replica_sockets_argument_spec
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import device_records_error
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_collect import collect
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import require_pymysql
@@ -205,14 +199,12 @@ def main():
             devices=dict(type='list', elements='dict', required=True),
             instances=dict(type='list', elements='dict', default=[]),
             cloud_host=dict(type='str', required=True),
-            socket_dir=dict(type='path', default='/run/mysqld'),
-            login_user=dict(type='str', default='root'),
-            login_password=dict(type='str', no_log=True),
             connect_timeout=dict(type='int', default=5),
             backup_status_dir=dict(type='path', default='/var/lib/edgefleet/backup/status'),
             consistency_dir=dict(type='path', default='/var/lib/edgefleet/consistency'),
             lag_threshold=dict(type='int', default=300),
             backup_max_age=dict(type='int', default=93600),
+            **replica_sockets_argument_spec()
         ),
         supports_check_mode=True,
     )

@@ -24,6 +24,7 @@ author:
   - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.mysql_connection
+  - edgefleet.mysql_backup.replica_instances
   - edgefleet.mysql_backup.read_only
 options:
   channels:
@@ -37,25 +38,10 @@ options:
       - A running channel more than this many seconds behind its source is V(lagging).
     type: int
     default: 300
-  instances:
-    description:
-      - Read several servers of the managed host in one call, each through its own unix socket
-        and otherwise with the same login options; the result is then RV(instances), one entry
-        per server in this order, instead of RV(server), RV(channels) and RV(summary).
-      - A cloud host's replica instances are read this way in one task, not one task each.
-    type: list
-    elements: dict
-    suboptions:
-      name:
-        description: A name for the server, returned with its report.
-        type: str
-        required: true
-      login_unix_socket:
-        description: The server's unix socket.
-        type: str
-        required: true
 notes:
   - C(seconds_behind) is C(null) while a thread is stopped or connecting.
+  - With O(instances), the servers are read in the order given; the first one that cannot be
+    read fails the module.
   - The login user needs C(REPLICA MONITOR) (MariaDB 10.5.9+), C(REPLICATION CLIENT) or
     C(SUPER) (older MariaDB), or C(REPLICATION CLIENT) (MySQL).
 seealso:
@@ -77,6 +63,18 @@ EXAMPLES = r'''
   loop: "{{ replication.channels }}"
   loop_control:
     label: "{{ item.name }}"
+
+- name: Every replica instance of a cloud host in one task (as the replication role does)
+  edgefleet.mysql_backup.replication_info:
+    login_user: root
+    instances:
+      - {name: multi-01, login_unix_socket: /run/mysqld/edgefleet-multi-01.sock}
+      - {name: kiosk01, login_unix_socket: /run/mysqld/edgefleet-kiosk01.sock}
+  register: replicas
+
+- name: Channels with a problem, on any instance
+  ansible.builtin.debug:
+    msg: "{{ replicas.instances | map(attribute='channels') | flatten | rejectattr('health', 'equalto', 'ok') | list }}"
 
 - name: Channels by name
   ansible.builtin.debug:
@@ -243,8 +241,11 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     channel_key, format_version,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.args_common import (
+    INSTANCES_EXCLUSIVE, instances_argument_spec, mysql_connection_argument_spec,
+)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
-    INSTANCES_EXCLUSIVE, connect, instance_socket_options, mysql_connection_argument_spec, require_pymysql,
+    connect, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
     HEALTH_VALUES, applied_pos, diagnose, read_channel_statuses,
@@ -339,7 +340,7 @@ def main():
             mysql_connection_argument_spec(),
             channels=dict(type='list', elements='str'),
             lag_threshold=dict(type='int', default=300),
-            instances=dict(type='list', elements='dict', options=instance_socket_options()),
+            **instances_argument_spec()
         ),
         mutually_exclusive=INSTANCES_EXCLUSIVE,
         supports_check_mode=True,

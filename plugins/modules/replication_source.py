@@ -36,6 +36,7 @@ author:
   - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.mysql_connection
+  - edgefleet.mysql_backup.replica_instances.channels
 attributes:
   check_mode:
     support: full
@@ -44,110 +45,6 @@ attributes:
     support: full
     description: Shows each channel's configuration and state before and after (passwords masked).
 options:
-  channels:
-    description:
-      - The channels of this replica. Channels not listed are left alone unless
-        O(prune_unlisted=true).
-      - Options left unset are not compared; a new channel gets the server default for them.
-      - Required unless O(instances) is given.
-    type: list
-    elements: dict
-    suboptions: &channel_options
-      name:
-        description:
-          - Channel (MariaDB connection) name. 1-64 characters from C(A-Z a-z 0-9 _ . -),
-            not starting with C(.) or C(-); V('') is the default channel.
-          - Names are case-insensitive, as they are on the server.
-        type: str
-        required: true
-      state:
-        description:
-          - V(running) creates or updates the channel and makes sure both threads run.
-          - V(stopped) creates or updates the channel and makes sure both threads are stopped.
-          - V(absent) stops the channel and deletes it (C(RESET SLAVE 'name' ALL) / C(RESET
-            REPLICA ALL FOR CHANNEL)). Its domain's position in C(gtid_slave_pos) is kept.
-        type: str
-        choices: [running, stopped, absent]
-        default: running
-      source_host:
-        description:
-          - Host of the source server (for a device behind a reverse tunnel, V(127.0.0.1)).
-          - Required to create a channel.
-        type: str
-      source_port:
-        description:
-          - Port of the source server (for a tunnelled device, its allocated tunnel port).
-        type: int
-      source_user:
-        description: Replication user on the source.
-        type: str
-      source_password:
-        description:
-          - Password of O(channels[].source_user). Never logged; masked in RV(queries) and
-            in the diff.
-          - Set on creation; on existing channels only as O(update_password) says.
-        type: str
-      use_gtid:
-        description:
-          - Position by GTID (MariaDB C(MASTER_USE_GTID=slave_pos), MySQL
-            C(SOURCE_AUTO_POSITION=1)). V(false) means C(MASTER_USE_GTID=no) /
-            C(SOURCE_AUTO_POSITION=0).
-          - A MariaDB channel using C(current_pos) is changed to C(slave_pos) when V(true).
-        type: bool
-        default: true
-      connect_retry:
-        description: Seconds between reconnection attempts (C(MASTER_CONNECT_RETRY)).
-        type: int
-      retry_count:
-        description:
-          - Reconnection attempts before the IO thread gives up (C(SOURCE_RETRY_COUNT)).
-          - MySQL, and MariaDB 12.0 and later; older MariaDB only has the server-wide
-            C(master_retry_count) option, and setting this fails there.
-        type: int
-      heartbeat_period:
-        description: Heartbeat interval in seconds (C(MASTER_HEARTBEAT_PERIOD)).
-        type: float
-      delay:
-        description: Seconds the replica stays behind the source on purpose (C(MASTER_DELAY)).
-        type: int
-      ssl:
-        description: Use TLS to the source (C(MASTER_SSL)).
-        type: bool
-      ssl_ca:
-        description: CA file on the replica host for the source's certificate.
-        type: str
-      ssl_capath:
-        description: CA directory on the replica host.
-        type: str
-      ssl_cert:
-        description: Client certificate file on the replica host.
-        type: str
-      ssl_key:
-        description: Client key file on the replica host (a path, not the key itself).
-        type: str
-      ssl_cipher:
-        description: Allowed TLS ciphers.
-        type: str
-      ssl_crl:
-        description: Certificate revocation list file on the replica host.
-        type: str
-      ssl_verify_server_cert:
-        description: Verify the source certificate's host name (C(MASTER_SSL_VERIFY_SERVER_CERT)).
-        type: bool
-      gtid_pos:
-        description:
-          - MariaDB only. GTID position(s) to start this channel from, C(domain-server-seqno)
-            with one entry per domain, comma separated (for example the position recorded by
-            C(mariadb-dump --gtid --master-data=2) on the device).
-          - Merged into the global C(gtid_slave_pos) by domain; other domains are kept.
-          - Applied when the channel is created in this call, when the domain has no position
-            yet, or when O(channels[].gtid_pos_force=true). Otherwise a running channel's
-            progress is never rewound; RV(channels[].gtid_seed_skipped) says so.
-        type: str
-      gtid_pos_force:
-        description: Apply O(channels[].gtid_pos) even if the domain already has another position.
-        type: bool
-        default: false
   prune_unlisted:
     description:
       - Remove every channel of the server that is not in O(channels) (retired devices), so
@@ -183,32 +80,12 @@ options:
         the module does not fail, since replication itself was configured as asked.
     type: float
     default: 5.0
-  instances:
-    description:
-      - Several servers of the managed host in one call (a cloud host's replica instances), each
-        through its own unix socket with its own O(instances[].channels), and otherwise the same
-        options. Each server is compared, planned and changed as with O(channels); the result is
-        then RV(instances).
-      - All channels of all instances are validated before any server is touched. When a server
-        fails, the servers before it keep their changes and are reported in the failure.
-    type: list
-    elements: dict
-    suboptions:
-      name:
-        description: A name for the server, returned with its result.
-        type: str
-        required: true
-      login_unix_socket:
-        description: The server's unix socket.
-        type: str
-        required: true
-      channels:
-        description: The channels of this server, as O(channels).
-        type: list
-        elements: dict
-        required: true
-        suboptions: *channel_options
 notes:
+  - "Refused combinations: O(channels) with O(instances) (give exactly one), and O(instances)
+    with O(login_unix_socket) or O(login_host) (each instance names its own socket)."
+  - With O(instances), all channels of all instances are validated before any server is
+    touched. When a server fails, the servers before it keep their changes and are reported in
+    the failure (C(instances)), with C(instance) naming the one that failed.
   - Every server in the topology needs a unique C(server_id); on MariaDB every source needs its
     own C(gtid_domain_id), because C(gtid_slave_pos) holds one position per domain.
   - Two channels cannot point at the same host and port.
@@ -242,6 +119,36 @@ EXAMPLES = r'''
         source_password: "{{ vault_repl_password_dev2 }}"
         heartbeat_period: 10
         connect_retry: 30
+
+- name: Every replica instance of a cloud host in one task (as the replication role calls it)
+  edgefleet.mysql_backup.replication_source:
+    login_user: root
+    prune_unlisted: true
+    instances:
+      - name: multi-01
+        login_unix_socket: /run/mysqld/edgefleet-multi-01.sock
+        channels:
+          - {name: dev1, source_host: 127.0.0.1, source_port: 33001, source_user: repl_dev1,
+             source_password: "{{ vault_repl_password_dev1 }}"}
+      - name: kiosk01
+        login_unix_socket: /run/mysqld/edgefleet-kiosk01.sock
+        channels:
+          - {name: kiosk01, source_host: 127.0.0.1, source_port: 33011, source_user: repl_kiosk01,
+             source_password: "{{ vault_repl_password_kiosk01 }}"}
+  register: replication_result
+
+- name: Replicate from a source over TLS (the ssl_* suboptions are files on the replica host)
+  edgefleet.mysql_backup.replication_source:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    channels:
+      - name: dev4
+        source_host: 192.0.2.14
+        source_port: 3306
+        source_user: repl_dev4
+        source_password: "{{ vault_repl_password_dev4 }}"
+        ssl: true
+        ssl_ca: /etc/mysql/tls/fleet-ca.pem
+        ssl_verify_server_cert: true
 
 - name: Seed a new MariaDB channel at the position of the dump just loaded
   edgefleet.mysql_backup.replication_source:
@@ -371,48 +278,21 @@ instances:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.args_common import (
+    INSTANCES_EXCLUSIVE, channels_argument_spec, mysql_connection_argument_spec,
+)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
-    INSTANCES_EXCLUSIVE, instance_socket_options, mysql_connection_argument_spec, open_session,
-    require_pymysql,
+    open_session, require_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_apply import (
     InstanceFailure, ServerFailure, configure_instances, configure_server, validate_request,
 )
 
 
-CHANNEL_SPEC = dict(
-    name=dict(type='str', required=True),
-    state=dict(type='str', default='running', choices=['running', 'stopped', 'absent']),
-    source_host=dict(type='str'),
-    source_port=dict(type='int'),
-    source_user=dict(type='str'),
-    source_password=dict(type='str', no_log=True),
-    use_gtid=dict(type='bool', default=True),
-    connect_retry=dict(type='int'),
-    retry_count=dict(type='int'),
-    heartbeat_period=dict(type='float'),
-    delay=dict(type='int'),
-    ssl=dict(type='bool'),
-    ssl_ca=dict(type='str'),
-    ssl_capath=dict(type='str'),
-    ssl_cert=dict(type='str'),
-    ssl_key=dict(type='str', no_log=False),
-    ssl_cipher=dict(type='str'),
-    ssl_crl=dict(type='str'),
-    ssl_verify_server_cert=dict(type='bool'),
-    gtid_pos=dict(type='str'),
-    gtid_pos_force=dict(type='bool', default=False),
-)
-
-
 def argument_spec():
     spec = mysql_connection_argument_spec()
+    spec.update(channels_argument_spec())
     spec.update(
-        channels=dict(type='list', elements='dict', options=CHANNEL_SPEC),
-        instances=dict(type='list', elements='dict', options=dict(
-            instance_socket_options(),
-            channels=dict(type='list', elements='dict', required=True, options=CHANNEL_SPEC),
-        )),
         prune_unlisted=dict(type='bool', default=False),
         update_password=dict(type='str', default='on_create', choices=['always', 'on_create'],
                              no_log=False),

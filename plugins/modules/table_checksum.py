@@ -71,13 +71,6 @@ options:
     description: Password of O(source_user).
     type: str
     required: true
-  login_user:
-    description: User on the replica instances (needs C(SUPER) or C(REPLICATION SLAVE ADMIN)).
-    type: str
-    default: root
-  login_password:
-    description: Password of O(login_user).
-    type: str
   connect_timeout:
     description: Seconds to wait for a connection to a device or an instance.
     type: int
@@ -105,6 +98,8 @@ options:
     type: path
 notes:
   - MariaDB replicas only (the check relies on C(START REPLICA ... UNTIL master_gtid_pos)).
+  - O(login_user) needs C(SUPER) or C(REPLICATION SLAVE ADMIN) on the replica instances to stop
+    and start channels; O(source_user) needs only C(SELECT) on the devices.
   - A device whose channel is stopped on an SQL error is not compared (no common position can
     be reached); it is reported V(error) with the reason. Re-seed it with C(playbooks/resync.yml).
   - A table checksum is a full scan inside the device's snapshot; very large tables make the
@@ -204,6 +199,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.args_common import replica_sockets_argument_spec
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.consistency import (
     check_device, connect, schema_map_for, summarize,
 )
@@ -271,15 +267,13 @@ def main():
             source_host=dict(type='str', default='127.0.0.1'),
             source_user=dict(type='str', default='edgefleet_check'),
             source_password=dict(type='str', required=True, no_log=True),
-            socket_dir=dict(type='path', default='/run/mysqld'),
-            login_user=dict(type='str', default='root'),
-            login_password=dict(type='str', no_log=True),
             connect_timeout=dict(type='int', default=10),
             until_timeout=dict(type='int', default=300),
             lock_timeout=dict(type='int', default=60),
             locate_max_rows=dict(type='int', default=1000000),
             locate_limit=dict(type='int', default=20),
             results_dir=dict(type='path'),
+            **replica_sockets_argument_spec()
         ),
         supports_check_mode=True,
     )
