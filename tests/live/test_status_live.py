@@ -18,12 +18,12 @@ import pytest
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status as fs
 
-from tests.live.support import ROOT, VENV_BIN, ansible_module, channel_state, wait_for
+from tests.live.support import ansible_module, channel_state, wait_for
+from tests.support.host_code import install_host_program
 from tests.support.mariadb import free_port, mariadb_server
 
 pytestmark = pytest.mark.mariadb
 
-MONITOR = os.path.join(ROOT, "roles", "monitoring", "files", "edgefleet-monitor")
 PASSWORD = "st4tus-repl-pw"
 
 
@@ -105,11 +105,12 @@ def test_collector_writes_metrics_json_and_page(fleet):
                           "html": out + "/index.html"}, "html_title": "test", "html_refresh": 0}
     with open(out + "/monitoring.json", "w") as handle:
         json.dump(config, handle)
-    env = dict(os.environ, EDGEFLEET_MONITORING_LIB=os.path.join(ROOT, "collections"))
+    # As the monitoring role ships it: module_utils/monitor_cli.py and what it imports below a lib
+    # dir, run by its launcher with the system python3 -I.
+    monitor = install_host_program(os.path.join(out, "lib"), "monitor_cli", os.path.join(out, "edgefleet-monitor"))
     started = time.time()
-    proc = subprocess.run([os.path.join(VENV_BIN, "python"), MONITOR, "--config",
-                           out + "/monitoring.json", "collect"], capture_output=True, text=True,
-                          env=env, check=False, timeout=60)
+    proc = subprocess.run([monitor, "--config", out + "/monitoring.json", "collect"], capture_output=True,
+                          text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("fleet: 4 devices | 2 error, 1 offline")
     assert time.time() - started < 10
@@ -125,8 +126,7 @@ def test_collector_writes_metrics_json_and_page(fleet):
         assert check.returncode == 0, check.stdout + check.stderr
     page = open(out + "/index.html").read()
     assert page.count("<tr data-device=") == 4
-    table = subprocess.run([os.path.join(VENV_BIN, "python"), MONITOR, "--config",
-                            out + "/monitoring.json", "status"], capture_output=True, text=True,
-                           env=env, check=True).stdout
+    table = subprocess.run([monitor, "--config", out + "/monitoring.json", "status"], capture_output=True,
+                           text=True, check=True).stdout
     assert table.splitlines()[0].startswith("DEVICE")
     assert fs.summary_line(status["summary"]) == table.splitlines()[-1]

@@ -20,6 +20,8 @@ def test_image_tree_carries_exactly_the_enrollment_artefacts(host):
     assert files == ["./etc/edgefleet/enroll-ca.pem", "./etc/edgefleet/enroll.json", "./etc/edgefleet/enroll.token",
                      "./etc/systemd/system/edgefleet-enroll.service",
                      "./etc/systemd/system/multi-user.target.wants/edgefleet-enroll.service",
+                     "./usr/local/lib/edgefleet/ansible_collections/edgefleet/mysql_backup/plugins/module_utils/"
+                     "device_enroll.py",
                      "./usr/local/lib/edgefleet/edgefleet-tunnel.service.j2", "./usr/local/sbin/edgefleet-device-enroll"]
     modes = {"etc": 0o755, "etc/edgefleet": 0o750, "etc/edgefleet/enroll.token": 0o600,
              "usr/local/sbin/edgefleet-device-enroll": 0o755, "etc/edgefleet/enroll-ca.pem": 0o644}
@@ -41,7 +43,11 @@ def test_config_and_tunnel_template_match_the_device_tunnel_role(host):
 
 
 def test_program_checks_the_image_without_contacting_anyone(host):
-    out = host.check_output("python3 %s/usr/local/sbin/edgefleet-device-enroll --check --root %s", IMAGE, IMAGE)
+    # The image's launcher names the code's path on the device; run it against the image's own copy.
+    launcher = host.file(IMAGE + "/usr/local/sbin/edgefleet-device-enroll").content_string
+    assert launcher.startswith("#!/bin/sh\n") and 'sys.path.insert(0, "/usr/local/lib/edgefleet")' in launcher
+    out = host.check_output("sed 's|\"/usr/local/lib/edgefleet\"|\"%s/usr/local/lib/edgefleet\"|' "
+                            "%s/usr/local/sbin/edgefleet-device-enroll | sh -s -- --check --root %s", IMAGE, IMAGE, IMAGE)
     assert out == "ok: device device01 would enroll at https://192.0.2.1:8443"
 
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""roles/device_enroll/files/edgefleet-device-enroll against a real HTTPS server on loopback.
+"""edgefleet-device-enroll (plugins/module_utils/device_enroll.py) against a real HTTPS server on loopback.
 
 A throwaway CA (openssl) signs a certificate for 127.0.0.1 / localhost; a stdlib HTTPS server
 answers /v1/enroll as the API contract says. Checks: the happy path writes exactly what the
@@ -12,8 +12,6 @@ never appears in the program's output; a token file readable by others and plain
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -25,8 +23,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import device_enroll as enroll
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PROGRAM = os.path.join(ROOT, 'roles', 'device_enroll', 'files', 'edgefleet-device-enroll')
 TUNNEL_TEMPLATE = os.path.join(ROOT, 'roles', 'device_tunnel', 'templates', 'edgefleet-tunnel.service.j2')
 KNOWN_HOSTS_TEMPLATE = os.path.join(ROOT, 'roles', 'device_tunnel', 'templates', 'known_hosts.j2')
 TOKEN = 'efe1.abcdef123456.' + 'S3cr3t' * 6
@@ -36,16 +35,6 @@ MGMT_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKE9OBKE0WyuFN93zHXzj12U7urru3dy
 pytestmark = pytest.mark.skipif(shutil.which('openssl') is None or shutil.which('ssh-keygen') is None,
                                 reason='needs openssl and ssh-keygen')
 
-
-def load_program():
-    loader = importlib.machinery.SourceFileLoader('edgefleet_enroll_program', PROGRAM)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-enroll = load_program()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -324,7 +313,7 @@ def test_answer_for_another_device_or_with_bad_keys_is_refused(device, api):
 
 
 def test_no_insecure_tls_anywhere_in_the_program():
-    with open(PROGRAM) as handle:
+    with open(enroll.__file__) as handle:
         text = handle.read()
     for bad in ('CERT_NONE', 'check_hostname = False', '_create_unverified_context', 'verify=False'):
         assert bad not in text

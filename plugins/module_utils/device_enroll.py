@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, edgefleet maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -21,6 +20,9 @@ The token is read from a 0600 file: it is never in argv, the environment or any 
 No private key leaves the device: only the public halves are sent.
 
     edgefleet-device-enroll [--config /etc/edgefleet/enroll.json] [--check] [--root DIR]
+
+Shipped by the device_enroll role (filter host_code_files) below /usr/local/lib/edgefleet and
+run by the launcher /usr/local/sbin/edgefleet-device-enroll with Debian's python3.
 """
 
 from __future__ import annotations
@@ -486,6 +488,3 @@ def main(argv=None):
         log("err", "giving up for now: %s" % exc)
         return EX_TEMPORARY
 
-
-if __name__ == "__main__":
-    sys.exit(main())
