@@ -92,7 +92,7 @@ lab-site: lab-up ## The lab converged by site.yml (what the lab suites start fro
 	$(LAB_LOCK) ansible-playbook site.yml
 
 lab-test: lab-site ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
-	$(LAB_LOCK) python -m pytest -m lab tests/lab tests/security tests/live
+	$(LAB_LOCK) python -m pytest --durations=15 -m lab tests/lab tests/security tests/live
 
 security: lab-site ## Security probe only (keys confined, no shell, no secrets leaked)
 	$(LAB_LOCK) python -m pytest -m lab tests/security
@@ -104,7 +104,9 @@ MOLECULE_WORK := $(CURDIR)/.cache/molecule
 molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
 	for s in $(MOLECULE_SCENARIOS); do \
 	  rm -rf $(MOLECULE_WORK)/$$s; \
+	  start=$$(date +%s); \
 	  MOLECULE_EPHEMERAL_DIRECTORY=$(MOLECULE_WORK)/$$s $(LAB_LOCK) molecule test -s $$s || exit 1; \
+	  echo "molecule: scenario $$s passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
 test-faults: lab-site ## The whole fault suite; its table is printed and kept in bench/results/faults.json
