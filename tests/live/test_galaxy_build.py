@@ -42,7 +42,7 @@ SHIPPED_FILES = ("README.md", "requirements.yml", "MANIFEST.json", "FILES.json")
 # Development-only paths that must never ship.
 NEVER_SHIPPED = ("tests", "bench", "lab", "molecule", "scripts", "collections", ".venv", ".cache",
                  ".hypothesis", ".ci", ".git", "inventories/lab", "prometheus/tests", "Makefile",
-                 "pytest.ini", "requirements-dev.txt", "ansible.cfg")
+                 "CONTRIBUTING.md", "pytest.ini", "requirements-dev.txt", "ansible.cfg")
 # Every top-level entry the tarball may hold. A new top-level directory fails this test until
 # galaxy.yml's build_ignore says whether users need it.
 ALLOWED_TOP_LEVEL = set(SHIPPED_TREES) | set(SHIPPED_FILES) | {
@@ -53,7 +53,7 @@ BUILD_SKIPS_SUFFIXES = (".pyc", ".retry")
 
 
 def _run(args, env, cwd, check=True):
-    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     if check and result.returncode != 0:
         raise AssertionError("{0} failed ({1}):\n{2}\n{3}".format(
             " ".join(args), result.returncode, result.stdout[-4000:], result.stderr[-4000:]))
@@ -195,5 +195,5 @@ def test_installed_allocation_and_inventory_plugin_work(installed):
     assert active, listed.keys()
     ports = [(hostvars[device]["edgefleet_cloud_host"], hostvars[device]["edgefleet_tunnel_mysql_port"])
              for device in active]
-    assert all(port for _, port in ports), ports
+    assert all(port for cloud, port in ports), ports
     assert len(set(ports)) == len(ports), ports
