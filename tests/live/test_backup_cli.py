@@ -1,4 +1,5 @@
-"""edgefleet-backup (roles/backup/files) against real MariaDB servers on loopback.
+"""edgefleet-backup (plugins/module_utils/backup, main() in backup/cli.py) against real MariaDB
+servers on loopback.
 
 Devices are throwaway mariadbd "sources"; replica instances replicate them over GTID exactly as
 on a cloud host (instance mode: one device per server; channel mode: named connections with
@@ -22,7 +23,12 @@ from tests.support.mariadb import mariadb_server
 pytestmark = pytest.mark.mariadb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, 'roles', 'backup', 'files', 'edgefleet_backup.py')
+# The program as the host's launcher starts it: the system Python in isolated mode importing
+# backup.cli from a tree at the collection's import path (here the repository's collections/).
+PROGRAM = ['/usr/bin/python3', '-I', '-c',
+           'import sys; sys.path.insert(0, %r); '
+           'from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.cli import main; '
+           'sys.exit(main())' % os.path.join(ROOT, 'collections')]
 PASSWORD = 'Pw-backup-test'
 DAY = 86400
 # Data that would trip a naive line-based schema rewriter or a lossy dump.
@@ -34,7 +40,7 @@ TRICKY = "line1\\n-- edgefleet-schema 0000: app\\nUSE `app`;"
 # ---------------------------------------------------------------------------------------
 
 def cli(config, *args, now=None, check=True, env=None):
-    cmd = ['/usr/bin/python3', SCRIPT, '--config', config, '--json', '--quiet']
+    cmd = PROGRAM + ['--config', config, '--json', '--quiet']
     if now is not None:
         cmd += ['--now', str(int(now))]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=600, check=False)
@@ -530,7 +536,7 @@ def test_interrupted_run_leaves_nothing_half_done(tmp_path, fleet):
     slow.write_text('#!/bin/sh\nsleep 20\nexec mariadb-dump "$@"\n')
     slow.chmod(0o755)
     config = make_config(tmp_path, fleet, tools={'mariadb-dump': str(slow)}, only_dev1=True)
-    proc = subprocess.Popen(['/usr/bin/python3', SCRIPT, '--config', config, '--quiet', 'run'])
+    proc = subprocess.Popen(PROGRAM + ['--config', config, '--quiet', 'run'])
     directory = tmp_path / 'backup' / 'logical' / 'dev1'
     wait_for(lambda: directory.exists() and any(n.endswith('.partial') for n in os.listdir(directory)),
              what='dump in progress')
@@ -563,7 +569,7 @@ def test_second_run_waits_for_the_host_lock(tmp_path, fleet):
     slow.write_text('#!/bin/sh\nsleep 6\nexec mariadb-dump "$@"\n')
     slow.chmod(0o755)
     config = make_config(tmp_path, fleet, tools={'mariadb-dump': str(slow)}, lock_wait=1)
-    proc = subprocess.Popen(['/usr/bin/python3', SCRIPT, '--config', config, '--quiet', 'run', '--device', 'dev2'])
+    proc = subprocess.Popen(PROGRAM + ['--config', config, '--quiet', 'run', '--device', 'dev2'])
     try:
         wait_for((tmp_path / 'backup' / 'logical' / 'dev2').exists, what='first run started')
         second = cli(config, 'run', '--device', 'dev3', check=False)

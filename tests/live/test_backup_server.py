@@ -1,4 +1,5 @@
-"""edgefleet-backup's Server (one `mariadb` client kept open per server) against a real MariaDB.
+"""edgefleet-backup's Server (module_utils/backup/client.py: one `mariadb` client kept open per
+server) against a real MariaDB.
 
 What a run relies on: results parsed as before (escapes, NULL, empty sets), one client for many
 statements (server-side connection count), an error reported with the server's message and the
@@ -7,18 +8,22 @@ that hangs ended by the timeout, a stop signal refusing all but cleanup statemen
 tools' versions asked once and kept by the binary's identity.
 """
 import json
-import os
-import sys
+from types import SimpleNamespace
 
 import pytest
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup import context
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.client import Server
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.config import DEFAULTS
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.process import STOPPING
 from tests.support.mariadb import mariadb_server
 
 pytestmark = pytest.mark.mariadb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, 'roles', 'backup', 'files'))
-import edgefleet_backup as B  # noqa: E402  pylint: disable=wrong-import-position
+# The names these tests use, from the modules of the backup package that hold them.
+B = SimpleNamespace(Server=Server, BackupError=BackupError, STOPPING=STOPPING, DEFAULTS=DEFAULTS,
+                    Context=context.Context)
 
 
 @pytest.fixture(scope='module')
@@ -83,8 +88,9 @@ def test_after_a_stop_signal_only_cleanup_statements_run(source):
 
 def test_tool_versions_are_asked_once_and_kept_by_binary_identity(tmp_path, monkeypatch):
     asked = []
-    real = B.tool_version
-    monkeypatch.setattr(B, 'tool_version', lambda args: asked.append(args[0]) or real(args))
+    real = context.tool_version
+    # Context looks tool_version up in its own module (backup/context.py): patch it there.
+    monkeypatch.setattr(context, 'tool_version', lambda args: asked.append(args[0]) or real(args))
     config = dict(B.DEFAULTS, backup_dir=str(tmp_path), file_mode_i=0o640, gid=None)
     first = B.Context(config).versions()
     assert sorted(asked) == ['mariadb', 'mariadb-dump', 'zstd']

@@ -4,6 +4,7 @@ copy to a chrooted SFTP target, and restore.yml / backup_now.yml end to end (inc
 onto a fresh database server on a device)."""
 import base64
 import json
+import os
 import subprocess
 import time
 
@@ -105,9 +106,17 @@ def test_units_timers_and_permissions(cloud):
     assert host.check_output('find %s -perm -o=r' % BACKUP_DIR) == ''
     password = host.file('/etc/edgefleet/backup-offsite_ed25519.restic-password').content_string.strip()
     assert password and password not in host.file('/etc/edgefleet/backup.json').content_string
-    # The logic next to the command is the collection's module_utils file, byte for byte.
-    with open('%s/plugins/module_utils/backup_policy.py' % ROOT, encoding='utf-8') as handle:
-        assert host.file('/usr/local/lib/edgefleet-backup/backup_policy.py').content_string == handle.read()
+    # The command is the collection's module_utils, byte for byte, at the collection's import
+    # path below the lib dir (its pure logic and the whole backup package among them); the
+    # single-script layout before the package is gone.
+    shipped = '/usr/local/lib/edgefleet-backup/ansible_collections/edgefleet/mysql_backup/plugins/module_utils'
+    package = sorted(name for name in os.listdir('%s/plugins/module_utils/backup' % ROOT) if name.endswith('.py'))
+    assert 'cli.py' in package
+    for rel in ['backup_policy.py'] + ['backup/' + name for name in package]:
+        with open('%s/plugins/module_utils/%s' % (ROOT, rel), encoding='utf-8') as handle:
+            assert host.file('%s/%s' % (shipped, rel)).content_string == handle.read(), rel
+    for old in ('edgefleet_backup.py', 'backup_policy.py'):
+        assert not host.file('/usr/local/lib/edgefleet-backup/' + old).exists
 
 
 @pytest.mark.parametrize('device', DEVICES)

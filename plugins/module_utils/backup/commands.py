@@ -1,0 +1,261 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backup program's commands (run, verify, prune, list, show, restore, status): each takes
+the run's Context (None for restore, which needs no configuration) and the parsed arguments
+and returns its result dict (``ok`` False when something failed). cli.py parses and prints."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import threading
+import time
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import backup_policy as P
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.client import Server
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.config import DEFAULT_TOOLS
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.dump import backup_device
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.files import read_json
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.listing import (
+    describe, list_backups, newest_good_ts, newest_local_mtime, pick_devices)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.log import log
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.offsite import offsite_push, offsite_status_path
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.physical import backup_instance
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.process import STOPPING, Worker
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.restore import load_backup, restore_file
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.retention import apply_retention
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.sql_thread import resume_held
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.verify import verify_device
+
+
+def parallel(ctx, function, items):
+    """[function(item) for item in items], at most `concurrency` at a time."""
+    items = list(items)
+    results = [None] * len(items)
+    todo, todo_lock = iter(range(len(items))), threading.Lock()
+
+    def work():
+        while True:
+            with todo_lock:
+                index = next(todo, None)
+            if index is None:
+                return
+            results[index] = function(items[index])
+
+    count = min(max(1, int(ctx.config['concurrency'])), len(items))
+    workers = [Worker(work) for _worker in range(count)]
+    for worker in workers:
+        worker.result()
+    return results
+
+
+def run_device(ctx, device):
+    """Backup + retention + status for one device; never raises. Returns a summary dict."""
+    device_id = device['id']
+    started = time.monotonic()
+    try:
+        log('%s: backup started (instance %s, %s mode)' % (device_id, device['instance'], device['mode']))
+        meta = backup_device(ctx, device)
+        keep, removed = apply_retention(ctx, ctx.logical_dir(device_id), device_id, 'logical',
+                                        ctx.config['keep_last'], ctx.config['keep_days'])
+        ctx.update_status(device_id, lambda s: P.record_attempt(
+            s, True, meta['started_ts'], file_name=meta['file'], size=meta['size_bytes'],
+            duration=meta['duration_s'], kept=len(keep), position=meta['position']['device_gtid_pos']))
+        log('%s: backup ok %s: %d bytes (%d raw), %.1fs, SQL thread paused %.1fs, at %s; kept %d, removed %d'
+            % (device_id, meta['file'], meta['size_bytes'], meta['raw_bytes'], meta['duration_s'],
+               meta['sql_thread_paused_s'], meta['position']['device_gtid_pos'] or '(empty position)',
+               len(keep), len(removed)))
+        result = {'device': device_id, 'ok': True, 'file': meta['file'], 'size_bytes': meta['size_bytes'],
+                  'duration_s': meta['duration_s'], 'position': meta['position']['device_gtid_pos'],
+                  'kept': len(keep), 'removed': removed}
+        if ctx.config.get('verify_after_backup'):
+            result['verify'] = verify_device(ctx, device)
+        return result
+    except Exception as exc:  # pylint: disable=broad-except
+        message = str(exc) or exc.__class__.__name__
+        if STOPPING.is_set():
+            message = 'interrupted by a stop signal (%s)' % message
+        kept = len(list_backups(ctx.logical_dir(device_id), device_id))
+        try:
+            ctx.update_status(device_id, lambda s: P.record_attempt(s, False, ctx.now(), error=message, kept=kept))
+        except OSError as status_exc:
+            log('%s: could not write the status file: %s' % (device_id, status_exc))
+        log('%s: backup FAILED after %.1fs (nothing deleted, %d good backups kept): %s'
+            % (device_id, time.monotonic() - started, kept, message))
+        return {'device': device_id, 'ok': False, 'error': message, 'kept': kept}
+
+
+def run_instance(ctx, instance):
+    """Physical backup + retention + status of one replica instance; never raises."""
+    name = instance['name']
+    physical = ctx.config['physical']
+    status_path = os.path.join(ctx.config['backup_dir'], 'physical', '%s.status.json' % name)
+    status = read_json(status_path) or {'instance': name}
+    try:
+        log('%s: physical backup started (mariabackup)' % name)
+        meta = backup_instance(ctx, instance)
+        keep, removed = apply_retention(ctx, ctx.physical_dir(name), name, 'physical',
+                                        physical.get('keep_last', 2), physical.get('keep_days', 14))
+        status.update(last_success_ts=meta['started_ts'], last_success_file=meta['file'],
+                      last_size_bytes=meta['size_bytes'], last_duration_s=meta['duration_s'],
+                      last_attempt_ts=meta['started_ts'], last_attempt_ok=True, last_error=None,
+                      backups_kept=len(keep))
+        log('%s: physical backup ok %s: %d bytes, %.1fs; kept %d, removed %d'
+            % (name, meta['file'], meta['size_bytes'], meta['duration_s'], len(keep), len(removed)))
+        result = {'instance': name, 'ok': True, 'file': meta['file'], 'size_bytes': meta['size_bytes'],
+                  'duration_s': meta['duration_s'], 'removed': removed}
+    except Exception as exc:  # pylint: disable=broad-except
+        status.update(last_attempt_ts=ctx.now(), last_attempt_ok=False, last_error=str(exc)[:2000])
+        log('%s: physical backup FAILED (nothing deleted): %s' % (name, exc))
+        result = {'instance': name, 'ok': False, 'error': str(exc)}
+    ctx.mkdir(os.path.join(ctx.config['backup_dir'], 'physical'))
+    ctx.write_json(status_path, status)
+    return result
+
+
+def offsite_behind(offsite_state, newest_mtime):
+    """True when the last push failed, never happened, or is older than the newest local
+    backup (made with --no-offsite, or while the target was down)."""
+    return offsite_state.get('last_attempt_ok') is not True or \
+        newest_mtime > (offsite_state.get('last_success_wall_ts') or 0)
+
+
+def cmd_run(ctx, args):
+    config = ctx.config
+    now = ctx.now()
+    resume_held(ctx)
+    devices = pick_devices(config, args.device)
+    for device in devices:
+        if not os.path.exists(ctx.status_path(device['id'])):
+            ctx.update_status(device['id'], lambda s: s)
+    due = [d for d in devices if P.is_due(newest_good_ts(ctx, d['id']), config['min_age_s'], now, args.force)]
+    log('run: %d device(s) configured, %d due (min age %s), concurrency %d'
+        % (len(devices), len(due), config['min_age'], int(config['concurrency'])))
+    results = {'devices': [], 'instances': [], 'offsite': None}
+    if not args.physical_only:
+        results['devices'] = parallel(ctx, lambda d: run_device(ctx, d), due)
+    physical = config['physical']
+    if physical.get('enabled') and not args.no_physical:
+        instances = physical.get('instances', [])
+        if args.device:
+            instances = [i for i in instances if set(i.get('devices', [])) & set(args.device)]
+        due_instances = [i for i in instances if P.is_due(
+            (list_backups(ctx.physical_dir(i['name']), i['name'], 'physical') or [(None, None)])[-1][1],
+            physical['min_age_s'], now, args.force)]
+        results['instances'] = parallel(ctx, lambda i: run_instance(ctx, i), due_instances)
+    new_files = any(r.get('ok') for r in results['devices'] + results['instances'])
+    behind = offsite_behind(read_json(offsite_status_path(config)) or {}, newest_local_mtime(config['backup_dir']))
+    if config['offsite'].get('enabled') and not args.no_offsite and (new_files or behind or args.force):
+        results['offsite'] = offsite_push(ctx)
+    failed = [r for r in results['devices'] + results['instances'] if not r.get('ok')]
+    if results['offsite'] and not results['offsite']['ok']:
+        failed.append(results['offsite'])
+    results['ok'] = not failed
+    log('run: %d backed up, %d failed' % (len([r for r in results['devices'] + results['instances'] if r.get('ok')]),
+                                          len(failed)))
+    return results
+
+
+def cmd_verify(ctx, args):
+    resume_held(ctx)
+    devices = pick_devices(ctx.config, args.device)
+    if not args.all and not args.file:
+        due = []
+        for device in devices:
+            backups = list_backups(ctx.logical_dir(device['id']), device['id'])
+            status = ctx.read_status(device['id'])
+            if backups and (status.get('last_verify_file') != backups[-1][0] or status.get('last_verify_ok') is not True):
+                due.append(device)
+        devices = due
+    log('verify: %d device(s) to verify' % len(devices))
+    results = parallel(ctx, lambda d: verify_device(ctx, d, args.file), devices)
+    return {'devices': results, 'ok': all(r['ok'] for r in results)}
+
+
+def cmd_prune(ctx, args):
+    results = []
+    for device in pick_devices(ctx.config, args.device):
+        status = ctx.read_status(device['id'])
+        if status.get('last_attempt_ok') is False:
+            log('%s: prune skipped: the last backup attempt failed (retention runs only after a good one)' % device['id'])
+            results.append({'device': device['id'], 'skipped': True})
+            continue
+        keep, removed = apply_retention(ctx, ctx.logical_dir(device['id']), device['id'], 'logical',
+                                        ctx.config['keep_last'], ctx.config['keep_days'])
+        ctx.update_status(device['id'], lambda s, n=len(keep): dict(s, backups_kept=n))
+        results.append({'device': device['id'], 'kept': keep, 'removed': removed})
+    return {'devices': results, 'ok': True}
+
+
+def cmd_list(ctx, args):
+    out = []
+    for device in pick_devices(ctx.config, args.device, backups_only=True):
+        directory = ctx.logical_dir(device['id'])
+        out.append({'device': device['id'],
+                    'backups': [describe(directory, n, m) for n, _ts, m in list_backups(directory, device['id'])]})
+    return {'devices': out, 'ok': True}
+
+
+def cmd_show(ctx, args):
+    device = pick_devices(ctx.config, [args.device], backups_only=True)[0]
+    directory = ctx.logical_dir(device['id'])
+    backups = list_backups(directory, device['id'])
+    if args.file:
+        chosen = args.file if any(b[0] == args.file for b in backups) else None
+    else:
+        chosen = P.select_backup([(n, ts) for n, ts, _m in backups], P.parse_when(args.as_of))
+    if not chosen:
+        if args.file:
+            which = ' named %s' % args.file
+        else:
+            which = ' taken at or before %s' % args.as_of if args.as_of else ''
+        raise BackupError('no good backup of %s%s' % (device['id'], which))
+    meta = dict((n, m) for n, _ts, m in backups)[chosen]
+    result = describe(directory, chosen, meta)
+    result.update(ok=True, device=device['id'], socket=device['socket'], mode=device['mode'],
+                  channel=device['channel'], gtid_domain_id=device.get('gtid_domain_id'),
+                  metadata_path=os.path.join(directory, chosen + P.META_SUFFIX),
+                  available=len(backups))
+    return result
+
+
+def restore_mapping(meta, prefix, maps):
+    """{source schema: target schema or None (skipped)} of a restore: every schema of the backup
+    as PREFIX+name (as is without a prefix), changed by --map SOURCE=TARGET items."""
+    mapping = {}
+    for db in (s['name'] for s in meta['schemas']):
+        mapping[db] = (prefix or '') + db
+    for item in maps or []:
+        if '=' not in item:
+            raise BackupError('--map takes SOURCE=TARGET (or SOURCE= to skip), got %r' % item)
+        source, target = item.split('=', 1)
+        if source not in mapping:
+            raise BackupError('--map %s: the backup has no schema %r (it has %s)' % (item, source, ', '.join(mapping)))
+        mapping[source] = target or None
+    return mapping
+
+
+def cmd_restore(_ctx, args):
+    tools = dict(DEFAULT_TOOLS)
+    server = Server(args.socket, tools, args.login_user)
+    meta = load_backup(args.file)
+    mapping = restore_mapping(meta, args.prefix, args.map)
+    log('restore: %s (%s, position %s) into %s on %s'
+        % (os.path.basename(args.file), meta.get('device'), meta['position'].get('device_gtid_pos'),
+           ', '.join('%s->%s' % kv for kv in mapping.items()), args.socket))
+    with server:
+        result = restore_file(args.file, server, mapping, overwrite=args.overwrite, no_binlog=not args.binlog,
+                              tools=tools, meta=meta, device_target=args.device_target, gtid_state=args.gtid_state)
+    log('restore: %s: %s' % ('ok' if result['ok'] else 'CHECKSUM MISMATCH', result['detail']))
+    return result
+
+
+def cmd_status(ctx, args):
+    out = []
+    for device in pick_devices(ctx.config, args.device):
+        status = ctx.read_status(device['id'])
+        out.append(status)
+    return {'devices': out, 'ok': all(s.get('last_attempt_ok') is not False for s in out)}
