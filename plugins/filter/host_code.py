@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 
 from ansible.errors import AnsibleFilterError
 
@@ -44,6 +45,8 @@ DIRECTORY_ATTRIBUTES = {'owner': 'root', 'group': 'root', 'mode': '0755'}
 DOTTED_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$')
 # The launcher embeds lib_dir in shell and Python text: no character that needs quoting.
 LIB_DIR_RE = re.compile(r'^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$')
+USER_RE = re.compile(r'^[a-z_][a-z0-9_-]*$')
+ENV_NAME_RE = re.compile(r'^[A-Z_][A-Z0-9_]*$')
 
 
 class HostCodeError(Exception):
@@ -207,13 +210,15 @@ def host_code_directories(modules, lib_dir):
     return [dict(DIRECTORY_ATTRIBUTES, path=path) for path in sorted(directories, key=lambda p: (p.count('/'), p))]
 
 
-def host_program_launcher(entry, lib_dir):
+def host_program_launcher(entry, lib_dir, run_as=None, environment=None):
     """Text of a /bin/sh launcher that runs ``<entry>.main()`` from lib_dir with /usr/bin/python3 -I.
 
     Isolated mode: no PYTHON* variables, no user site, no script or working directory on
     sys.path: the program sees the shipped tree and the system's packages only. The module is
     imported, not run as a script, so Python keeps its compiled form; argv[0] is the launcher's
-    own path, so usage messages name the command.
+    own path, so usage messages name the command. ``run_as``: started by root, the launcher runs
+    itself again as this user (runuser), so what the program writes belongs to that user.
+    ``environment``: variables exported for the program (its own settings, not PYTHON*).
     """
     _check_lib_dir(lib_dir)
     if not isinstance(entry, str) or not DOTTED_RE.match(entry):
@@ -226,12 +231,26 @@ def host_program_launcher(entry, lib_dir):
         if not any(isinstance(node, ast.FunctionDef) and node.name == 'main'
                    for node in ast.parse(handle.read(), filename=rel).body):
             raise AnsibleFilterError('host_program_launcher: %s defines no main() at top level' % rel)
+    lines = ['#!/bin/sh',
+             '# Managed by edgefleet.mysql_backup: runs main() of the collection module %s' % entry,
+             '# from %s with the system Python in isolated mode.' % lib_dir]
+    if run_as:
+        if not isinstance(run_as, str) or not USER_RE.match(run_as):
+            raise AnsibleFilterError('host_program_launcher: run_as must be a user name, got %r' % (run_as,))
+        lines += ['if [ "$(id -u)" = 0 ]; then',
+                  '  exec /usr/sbin/runuser -u %s -- "$0" "$@"' % run_as,
+                  'fi']
+    if not isinstance(environment or {}, dict):
+        raise AnsibleFilterError('host_program_launcher: environment must be a mapping, got %r' % (environment,))
+    for name, value in sorted((environment or {}).items()):
+        if not ENV_NAME_RE.match(str(name)) or str(name).startswith('PYTHON'):
+            raise AnsibleFilterError('host_program_launcher: %r is not a variable name the launcher sets '
+                                     '(PYTHON* are ignored in isolated mode)' % (name,))
+        lines.append('export %s=%s' % (name, shlex.quote(str(value))))
     code = ('import sys; sys.path.insert(0, "%s"); del sys.argv[0]; '
             'from %s.%s import main; sys.exit(main())' % (lib_dir, PACKAGE, entry))
-    return ('#!/bin/sh\n'
-            '# Managed by edgefleet.mysql_backup: runs main() of the collection module %s\n'
-            '# from %s with the system Python in isolated mode.\n'
-            "exec /usr/bin/python3 -I -c '%s' \"$0\" \"$@\"\n" % (entry, lib_dir, code))
+    lines.append("exec /usr/bin/python3 -I -c '%s' \"$0\" \"$@\"" % code)
+    return '\n'.join(lines) + '\n'
 
 
 class FilterModule:

@@ -53,7 +53,7 @@ import yaml
 
 from tests.runner import lab
 from tests.runner.support import ROOT, environment, plain
-from tests.support.enrollment import PYTHONPATH, SYSTEM_PYTHON, free_port
+from tests.support.enrollment import APP, SYSTEM_PYTHON, WORKER_CLASS, free_port, install_service
 
 pytestmark = pytest.mark.lab
 
@@ -173,11 +173,13 @@ class Lab:
         conf = os.path.join(self.work, "gunicorn.conf.py")
         with open(conf, "w") as handle:
             handle.write("bind = ['%s:%d']\nworkers = 1\nthreads = 4\nkeepalive = 0\n"
-                         "worker_class = 'edgefleet_enroll.worker.TLSOnlyThreadWorker'\n"
+                         "worker_class = %r\n"
                          "certfile = %r\nkeyfile = %r\naccesslog = '-'\nerrorlog = '-'\nloglevel = 'info'\n"
-                         "timeout = 60\n" % (GATEWAY, self.port, os.path.join(self.work, "server.crt"),
+                         "timeout = 60\n" % (GATEWAY, self.port, WORKER_CLASS, os.path.join(self.work, "server.crt"),
                                              os.path.join(self.work, "server.key")))
-        self.spawn("service", [SYSTEM_PYTHON, "-m", "gunicorn", "-c", conf, "edgefleet_enroll.app:create_app()"],
+        # The service's code as the enrollment role ships it, the CLI through its launcher.
+        self.lib, self.cli_path = install_service(self.work)
+        self.spawn("service", [SYSTEM_PYTHON, "-m", "gunicorn", "-c", conf, APP],
                    self.service_env())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -189,10 +191,10 @@ class Lab:
         raise AssertionError("the enrollment service did not answer:\n" + self.log("service"))
 
     def service_env(self):
-        return dict(os.environ, PYTHONPATH=PYTHONPATH, EDGEFLEET_ENROLL_CONFIG=self.config, PYTHONDONTWRITEBYTECODE="1")
+        return dict(os.environ, PYTHONPATH=self.lib, EDGEFLEET_ENROLL_CONFIG=self.config, PYTHONDONTWRITEBYTECODE="1")
 
     def cli(self, *args):
-        return sh([SYSTEM_PYTHON, "-m", "edgefleet_enroll.cli", "--config", self.config] + list(args),
+        return sh([self.cli_path, "--config", self.config] + list(args),
                   env=self.service_env()).stdout
 
     def start_trigger(self):

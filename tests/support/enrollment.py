@@ -23,10 +23,23 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_confi
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import open_registry
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import registry_ops
 
+from tests.support.host_code import SYSTEM_PYTHON, install_host_program
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FILES = os.path.join(ROOT, "roles", "enrollment", "files")
-SYSTEM_PYTHON = "/usr/bin/python3"
-PYTHONPATH = os.pathsep.join([FILES, os.path.join(FILES, "shim"), os.path.join(ROOT, "collections")])
+# What the enrollment role ships (roles/enrollment/vars/main.yml) and how gunicorn names it.
+SERVICE_PACKAGE = "ansible_collections.edgefleet.mysql_backup.plugins.module_utils.enrollment_service"
+SERVICE_MODULES = ["enrollment_service.app", "enrollment_service.worker", "enrollment_service.cli"]
+APP = SERVICE_PACKAGE + ".app:create_app()"
+WORKER_CLASS = SERVICE_PACKAGE + ".worker.TLSOnlyThreadWorker"
+
+
+def install_service(directory):
+    """The service's code laid out as the enrollment role ships it (host_code filters) below
+    <directory>/lib, and the CLI's launcher <directory>/edgefleet-enroll: (lib dir, launcher)."""
+    lib = os.path.join(str(directory), "lib")
+    launcher = install_host_program(lib, "enrollment_service.cli", os.path.join(str(directory), "edgefleet-enroll"),
+                                    SERVICE_MODULES)
+    return lib, launcher
 
 
 def free_port():
@@ -107,27 +120,28 @@ class EnrollmentService:
         }
         with open(self.config_path, "w") as handle:
             json.dump(config, handle)
+        self.lib, self.cli_path = install_service(self.dir)
         self.gunicorn_conf = os.path.join(self.dir, "gunicorn.conf.py")
         with open(self.gunicorn_conf, "w") as handle:
             handle.write(
                 "bind = ['127.0.0.1:%d']\nworkers = %d\nthreads = %d\nkeepalive = 0\n"
-                "worker_class = 'edgefleet_enroll.worker.TLSOnlyThreadWorker'\n"
+                "worker_class = %r\n"
                 "certfile = %r\nkeyfile = %r\naccesslog = '-'\nerrorlog = '-'\nloglevel = 'info'\n"
                 "worker_connections = 1000\ntimeout = 60\n"
-                % (self.port, workers, threads, os.path.join(self.dir, "server.crt"),
+                % (self.port, workers, threads, WORKER_CLASS, os.path.join(self.dir, "server.crt"),
                    os.path.join(self.dir, "server.key")))
 
     def registry(self):
         return open_registry(self.registry_spec)
 
     def env(self):
-        return dict(os.environ, PYTHONPATH=PYTHONPATH, EDGEFLEET_ENROLL_CONFIG=self.config_path,
+        return dict(os.environ, PYTHONPATH=self.lib, EDGEFLEET_ENROLL_CONFIG=self.config_path,
                     PYTHONDONTWRITEBYTECODE="1")
 
     def start(self, timeout=30):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [SYSTEM_PYTHON, "-m", "gunicorn", "-c", self.gunicorn_conf, "edgefleet_enroll.app:create_app()"],
+            [SYSTEM_PYTHON, "-m", "gunicorn", "-c", self.gunicorn_conf, APP],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env(), cwd=self.dir, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -195,7 +209,7 @@ class EnrollmentService:
         return self.request("POST", "/v1/enroll", body=body, **kwargs)
 
     def cli(self, *args, check=True, input_text=None):
-        proc = subprocess.run([SYSTEM_PYTHON, "-m", "edgefleet_enroll.cli", "--config", self.config_path]
+        proc = subprocess.run([self.cli_path, "--config", self.config_path]
                               + list(args), capture_output=True, text=True, env=self.env(), input=input_text,
                               timeout=60, check=False)
         if check and proc.returncode != 0:

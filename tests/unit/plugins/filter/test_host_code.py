@@ -179,6 +179,21 @@ def test_launcher_text():
     assert 'from %s.tunnel_guard import main; sys.exit(main())' % PKG in text
 
 
+def test_launcher_with_user_and_environment():
+    text = host_code.host_program_launcher('tunnel_guard', LIB, 'edgefleet-enroll',
+                                           {'EDGEFLEET_B': "it's", 'EDGEFLEET_A': '/etc/x.json'})
+    lines = text.splitlines()
+    assert lines[3:8] == ['if [ "$(id -u)" = 0 ]; then', '  exec /usr/sbin/runuser -u edgefleet-enroll -- "$0" "$@"',
+                          'fi', 'export EDGEFLEET_A=/etc/x.json', "export EDGEFLEET_B='it'\"'\"'s'"]
+    assert lines[8].startswith('exec /usr/bin/python3 -I -c ')
+    # Without them the launcher is the plain one.
+    assert host_code.host_program_launcher('tunnel_guard', LIB, None, {}) == host_code.host_program_launcher(
+        'tunnel_guard', LIB)
+    for user, env in (('root; rm', None), (None, {'PYTHONPATH': '/tmp'}), (None, {'a b': 'x'}), (None, ['X'])):
+        with pytest.raises(AnsibleFilterError):
+            host_code.host_program_launcher('tunnel_guard', LIB, user, env)
+
+
 def test_launcher_refuses_unknown_module_and_module_without_main():
     with pytest.raises(AnsibleFilterError, match='no module nope'):
         host_code.host_program_launcher('nope', LIB)
@@ -193,13 +208,15 @@ def test_launcher_runs_main_with_argv_and_exit_code(tmp_path):
     # Stand in for the guard's main() to see what the launcher hands over.
     with open(lib + TREE[len(LIB):] + '/tunnel_guard.py', 'w') as handle:
         handle.write('import os, sys\ndef main():\n'
-                     '    print(repr(sys.argv), sys.flags.isolated, os.getcwd() in sys.path)\n    return 3\n')
+                     '    print(repr(sys.argv), sys.flags.isolated, os.getcwd() in sys.path, os.environ["EDGEFLEET_TEST"])\n'
+                     '    return 3\n')
     launcher = str(tmp_path / 'edgefleet-guard')
-    install([{'path': launcher, 'mode': '0755', 'content': host_code.host_program_launcher('tunnel_guard', lib)}])
+    install([{'path': launcher, 'mode': '0755',
+              'content': host_code.host_program_launcher('tunnel_guard', lib, environment={'EDGEFLEET_TEST': 'a b'})}])
     proc = subprocess.run([launcher, '--user', 'a b'], capture_output=True, text=True, cwd=str(tmp_path),
                           env=dict(os.environ, PYTHONPATH='/nonexistent'), check=False)
     assert proc.returncode == 3, proc.stderr
-    assert proc.stdout == "[%r, '--user', 'a b'] 1 False\n" % launcher
+    assert proc.stdout == "[%r, '--user', 'a b'] 1 False a b\n" % launcher
 
 
 @pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason='needs the system python3')

@@ -30,7 +30,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import atomic_write
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import enrollment
 
-from edgefleet_enroll.settings import Settings
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.enrollment_service.settings import Settings
 
 
 def _stamp(value):
@@ -227,6 +227,3 @@ def main(argv=None):
         sys.stderr.write('edgefleet-enroll: %s\n' % exc)
         return 2
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -4,7 +4,8 @@
 """The enrollment API (Flask): POST /v1/enroll, GET /v1/health, GET /v1/devices.
 
 Run by gunicorn with the TLS-only worker (worker.py): ``gunicorn -c gunicorn.conf.py
-'edgefleet_enroll.app:create_app()'``. Nothing here logs a request body or a header.
+'ansible_collections.edgefleet.mysql_backup.plugins.module_utils.enrollment_service.app:create_app()'``.
+Nothing here logs a request body or a header.
 """
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ import logging
 import math
 import time
 
-from flask import Flask, Response, json, request
-from werkzeug.exceptions import HTTPException
+try:
+    from flask import Flask, Response, json, request
+    from werkzeug.exceptions import HTTPException
+except ImportError:  # Ansible and its sanity import test; the host has Debian's python3-flask
+    HAS_FLASK = False
+else:
+    HAS_FLASK = True
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import enrollment
 
-from edgefleet_enroll.settings import Settings
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.enrollment_service.settings import Settings
 
 LOG = logging.getLogger('edgefleet_enroll')
 VERSION = 1
@@ -54,6 +60,8 @@ def _drain(length, stream=None):
 
 
 def create_app(config_path=None, settings=None):
+    if not HAS_FLASK:
+        raise ImportError('the enrollment service needs Flask (Debian: python3-flask)')
     settings = settings or Settings(config_path)
     limiter = settings.limiter()
     app = Flask('edgefleet_enroll')
