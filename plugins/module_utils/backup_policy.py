@@ -6,9 +6,9 @@ positions, dump stream markers, checksum comparison and the per-device status re
 
 One source of truth for two users:
 
-* the backup role copies this very file next to ``edgefleet-backup`` (a stdlib-only Python 3
-  script) on every cloud host, which imports it as ``backup_policy``;
-* the unit and property tests import it from the collection.
+* the backup program (the ``backup`` package next to this file, ``edgefleet-backup`` on every
+  cloud host, which the backup role ships with the modules it imports, this one included);
+* the unit and property tests.
 
 So: standard library only, no Ansible imports, no I/O except what callers pass in.
 """
@@ -22,10 +22,7 @@ import hashlib
 import re
 import time
 
-try:
-    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import gtid as gtid_lib
-except ImportError:  # imported as a sibling file (edgefleet_backup.py's sys.path search): gtid.py beside it
-    import gtid as gtid_lib
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import gtid as gtid_lib
 
 DAY = 86400
 TS_FORMAT = '%Y%m%dT%H%M%SZ'
