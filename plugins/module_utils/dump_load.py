@@ -52,8 +52,8 @@ BACKUP_OPTIONS = SNAPSHOT_OPTIONS + (
 )
 
 SEED_OPTIONS = SNAPSHOT_OPTIONS + (
-    # The snapshot's GTID position as a comment (-- SET GLOBAL gtid_slave_pos='...'), read by
-    # dump_gtid_pos(): the channel starts there. A comment (=2), so loading does not execute it.
+    # The snapshot's GTID position as a comment near the end (-- SET GLOBAL gtid_slave_pos='...'),
+    # read by dump_gtid_pos(): the channel starts there. A comment (=2): loading does not run it.
     '--gtid',
     '--master-data=2',
     # No LOCK TABLES around each table's inserts: the load writes schemas only it writes to.
@@ -150,15 +150,15 @@ def check_schema_name(name):
 
 
 def dump_gtid_pos(lines):
-    """The GTID position written by ``--gtid --master-data=2`` (the header, before any data).
-    '' when the source has not logged a transaction yet (its binlog then holds everything after
-    the snapshot). Raises DumpLoadError when the dump has no such line."""
+    """The GTID position written by ``--gtid --master-data=2``: MariaDB prints it near the end of
+    the dump, after the data, as ``-- SET GLOBAL gtid_slave_pos='...';`` (a comment, so loading
+    does not run it; data never starts a line with ``--``: mariadb-dump escapes newlines in
+    values). '' when the source has not logged a transaction yet (its binlog then holds
+    everything after the snapshot). Raises DumpLoadError when there is no such line."""
     for line in lines:
         match = _GTID_LINE.match(line)
         if match:
             return match.group(1).decode('ascii')
-        if line.startswith(b'INSERT ') or line.startswith(b'CREATE TABLE'):
-            break
     raise DumpLoadError('no GTID line in the dump (was it taken with --gtid --master-data=2?)')
 
 
@@ -236,8 +236,7 @@ def dump_to_file(argv, path, password=None, gtid=False):
             if not dump_completed(tail.rstrip().rpartition(b'\n')[2]):
                 raise DumpLoadError('dump incomplete (no "-- Dump completed" line at its end)')
             if gtid:
-                with _open(partial, 'rb', path) as dump:
-                    result['gtid_pos'] = dump_gtid_pos(dump)
+                result['gtid_pos'] = dump_gtid_pos(tail.splitlines(True))
         os.rename(partial, path)
         return result
     except BaseException:
@@ -248,8 +247,9 @@ def dump_to_file(argv, path, password=None, gtid=False):
         os.umask(old_umask)
 
 
-def _copy_keeping_tail(source, out, keep=4096):
-    """Copy ``source`` to ``out`` in blocks; return its last ``keep`` bytes (the completion line)."""
+def _copy_keeping_tail(source, out, keep=16384):
+    """Copy ``source`` to ``out`` in blocks; return its last ``keep`` bytes (where mariadb-dump
+    writes the GTID position and the completion line: ~1 KB)."""
     tail = b''
     while True:
         block = source.read(1 << 20)
