@@ -208,7 +208,8 @@ def tls_context(ca_file):
     except (OSError, ssl.SSLError) as exc:
         raise Permanent("CA certificate %s cannot be loaded: %s" % (ca_file, exc))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+    if not (ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED):
+        raise AssertionError("the TLS context must verify the certificate and the hostname")
     return ctx
 
 
@@ -221,8 +222,8 @@ def post_enroll(cfg, body):
     data = json.dumps(body).encode("utf-8")
     try:
         conn.request("POST", path, body=data, headers={"Content-Type": "application/json",
-                                                        "Accept": "application/json",
-                                                        "User-Agent": "edgefleet-device-enroll/1"})
+                                                       "Accept": "application/json",
+                                                       "User-Agent": "edgefleet-device-enroll/1"})
         resp = conn.getresponse()
         payload = resp.read(MAX_RESPONSE + 1)
         status, retry_after = resp.status, resp.getheader("Retry-After")
@@ -456,7 +457,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.root)
         if args.check:
             dev_id = check(cfg, args.root)
-            print("ok: device %s would enroll at %s" % (dev_id, cfg["api_url"]))
+            sys.stdout.write("ok: device %s would enroll at %s\n" % (dev_id, cfg["api_url"]))
             return 0
         identity = os.path.join(cfg["config_dir"], "device.yml")
         if os.path.exists(identity):
@@ -487,4 +488,3 @@ def main(argv=None):
     except Temporary as exc:
         log("err", "giving up for now: %s" % exc)
         return EX_TEMPORARY
-

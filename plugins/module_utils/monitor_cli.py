@@ -57,7 +57,7 @@ def cmd_collect(config, _args):
         fleet_status_collect.write_atomic(outputs['html'], fleet_status_html.render_html(
             report, title=config.get('html_title') or 'edgefleet status',
             refresh=config.get('html_refresh', 60)))
-    print(fleet_status.summary_line(report['summary']))
+    sys.stdout.write(fleet_status.summary_line(report['summary']) + '\n')
     return 0
 
 
@@ -121,7 +121,7 @@ def cmd_consistency(config, args):
         fleet_status_collect.write_atomic(os.path.join(results_dir, '%s.json' % device['id']),
                                           json.dumps(base, indent=2, sort_keys=True) + '\n',
                                           0o640)
-        print('%s: %s%s' % (device['id'], base['state'], (
+        sys.stdout.write('%s: %s%s\n' % (device['id'], base['state'], (
             ' (%s)' % ', '.join(base['differing_tables']) if base.get('differing_tables')
             else (' - %s' % base['error'] if base.get('error') else ''))))
         worst = max(worst, 0 if base['state'] == 'ok' else 1)
@@ -130,7 +130,7 @@ def cmd_consistency(config, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='edgefleet-monitor', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='edgefleet-monitor', description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--config', default='/etc/edgefleet/monitoring.json')
     sub = parser.add_subparsers(dest='command')
     sub.add_parser('collect', help='write metrics, JSON and HTML')
@@ -145,4 +145,3 @@ def main(argv=None):
     config = load_config(args.config)
     return {'collect': cmd_collect, 'status': cmd_status,
             'consistency': cmd_consistency}[args.command](config, args)
-

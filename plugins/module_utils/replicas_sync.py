@@ -104,7 +104,7 @@ def reconcile(instances_path, config_path, state_dir):
     digests = section_digests(read_text(config_path), read_text(UNIT_DROPIN, missing=""))
     missing = [name for name in wanted if name not in digests]
     if missing:
-        sys.exit("no [mariadbd.<name>] section in %s for: %s" % (config_path, ", ".join(missing)))
+        raise SystemExit("no [mariadbd.<name>] section in %s for: %s" % (config_path, ", ".join(missing)))
     os.makedirs(state_dir, mode=0o750, exist_ok=True)
     for name in wanted:
         unit = "mariadb@%s.service" % name
@@ -115,23 +115,23 @@ def reconcile(instances_path, config_path, state_dir):
         todo = action(active, enabled, applied, digests[name])
         if todo == "start":
             systemctl("enable", "--now", "--quiet", unit)
-            print("started %s" % name)
+            sys.stdout.write("started %s\n" % name)
         elif todo == "restart":
             systemctl("restart", unit)
-            print("restarted %s (configuration changed)" % name)
+            sys.stdout.write("restarted %s (configuration changed)\n" % name)
         elif todo == "enable":
             systemctl("enable", "--quiet", unit)
-            print("enabled %s" % name)
+            sys.stdout.write("enabled %s\n" % name)
         with open(stamp, "w", encoding="utf-8") as handle:
             handle.write(digests[name] + "\n")
     for name in sorted(known_units() - set(wanted)):
         systemctl("disable", "--now", "--quiet", "mariadb@%s.service" % name)
-        print("stopped %s (no longer allocated here)" % name)
+        sys.stdout.write("stopped %s (no longer allocated here)\n" % name)
 
 
 def main(argv=None):
     args = sys.argv[1:] if argv is None else list(argv)
     if len(args) != 3:
-        sys.exit(__doc__)
+        raise SystemExit(__doc__)
     reconcile(*args)
     return 0

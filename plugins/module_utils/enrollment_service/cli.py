@@ -226,4 +226,3 @@ def main(argv=None):
     except FleetError as exc:
         sys.stderr.write('edgefleet-enroll: %s\n' % exc)
         return 2
-

@@ -36,7 +36,6 @@ pytestmark = pytest.mark.skipif(shutil.which('openssl') is None or shutil.which(
                                 reason='needs openssl and ssh-keygen')
 
 
-
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope='module')
