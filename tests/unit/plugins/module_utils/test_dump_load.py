@@ -69,8 +69,8 @@ def test_every_purpose_takes_one_snapshot_with_triggers():
 
 
 def test_load_argv_never_binlogs():
-    assert D.load_argv(socket='/s', user='root') == ['mariadb', '--socket=/s', '--user=root',
-                                                    '--init-command=SET SESSION sql_log_bin=0']
+    expected = ['mariadb', '--socket=/s', '--user=root', '--init-command=SET SESSION sql_log_bin=0']
+    assert D.load_argv(socket='/s', user='root') == expected
 
 
 @pytest.mark.parametrize('name', ['a`b', 'a.b', '', 'x' * 65, 'a/b', None])
