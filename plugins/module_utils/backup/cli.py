@@ -56,13 +56,18 @@ LOCKED_COMMANDS = {'run': commands.cmd_run, 'verify': commands.cmd_verify, 'prun
 READ_COMMANDS = {'list': commands.cmd_list, 'show': commands.cmd_show, 'status': commands.cmd_status}
 
 
+def say(text):
+    """One line on stdout (the result; log lines go to stderr)."""
+    sys.stdout.write('%s\n' % text)
+
+
 def print_human(command, result):
     """What a command prints without --json: tables for status and list, else indented JSON."""
     if command == 'status':
-        print('%-20s %-20s %12s %6s %-8s %-8s %s' % ('DEVICE', 'LAST SUCCESS (UTC)', 'SIZE', 'KEPT', 'ATTEMPT', 'VERIFY', 'ERROR'))
+        say('%-20s %-20s %12s %6s %-8s %-8s %s' % ('DEVICE', 'LAST SUCCESS (UTC)', 'SIZE', 'KEPT', 'ATTEMPT', 'VERIFY', 'ERROR'))
         for s in result['devices']:
             ts = s.get('last_success_ts')
-            print('%-20s %-20s %12s %6s %-8s %-8s %s' % (
+            say('%-20s %-20s %12s %6s %-8s %-8s %s' % (
                 s['device'], time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ts)) if ts else 'never',
                 s.get('last_size_bytes') or '-', s.get('backups_kept'),
                 {True: 'ok', False: 'FAILED', None: '-'}[s.get('last_attempt_ok')],
@@ -70,9 +75,9 @@ def print_human(command, result):
     elif command == 'list':
         for device in result['devices']:
             for b in device['backups']:
-                print('%-20s %-45s %20s %12s %s' % (device['device'], b['file'], b['time'], b['size_bytes'], b['position']))
+                say('%-20s %-45s %20s %12s %s' % (device['device'], b['file'], b['time'], b['size_bytes'], b['position']))
     else:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        say(json.dumps(result, indent=2, sort_keys=True))
 
 
 def build_parser():
@@ -140,14 +145,10 @@ def main(argv=None):
     except (BackupError, P.PolicyError, OSError) as exc:
         log('error: %s' % exc)
         if args.json:
-            print(json.dumps({'ok': False, 'error': str(exc)}))
+            say(json.dumps({'ok': False, 'error': str(exc)}))
         return 1
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        say(json.dumps(result, sort_keys=True))
     else:
         print_human(args.command, result)
     return 0 if result.get('ok', True) else 1
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -31,7 +31,8 @@ def log(message):
     line = '%s %s' % (time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), message)
     with _LOCK:
         if not _SETTINGS['quiet']:
-            print(message, file=sys.stderr, flush=True)
+            sys.stderr.write(message + '\n')
+            sys.stderr.flush()
         if _SETTINGS['log_file']:
             try:
                 fd = os.open(_SETTINGS['log_file'], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
