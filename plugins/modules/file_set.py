@@ -22,6 +22,10 @@ description:
     O(files[].content).
   - Files are replaced atomically (written next to the destination, then renamed); a file whose
     content and attributes already match is not touched.
+  - Applied in this order - O(directories) parents first, then O(files), O(links), and O(absent)
+    deepest first. Every path must be absolute and normalized and may be named only once, and
+    nothing may be listed below a file, a link or a removed path; such a request fails before
+    anything is changed.
   - Not for secrets; the content is part of the module arguments (use M(ansible.builtin.copy)
     with C(no_log) for a password file).
 author:

@@ -28,23 +28,25 @@ extends_documentation_fragment:
 options:
   devices:
     description:
-      - Devices to classify. Each has C(name), C(reach) (C(tunnel), C(address) or C(none)) and,
-        by reach, C(cloud_host) and C(tunnel_ssh_port), or C(host) and C(port) (default 22).
+      - Devices to classify. Each has C(name), C(reach) (C(tunnel), C(address) or C(none); missing
+        means C(none)) and, by reach, C(cloud_host) and C(tunnel_ssh_port), or C(host) (required)
+        and C(port) (default 22).
+      - C(playbooks/online.yml) builds this list from the fleet inventory's host variables.
     type: list
     elements: dict
     required: true
   listening:
     description:
-      - Per cloud host, the lines C(ss -Htln) printed there. A cloud host missing here was not
-        reachable, so its tunnel devices count as offline.
+      - Per cloud host, the lines C(ss -Htln) printed there. A cloud host missing here (or with
+        a null value) was not reachable, so its tunnel devices count as offline.
     type: dict
     default: {}
   timeout:
-    description: Seconds to wait for each address probe.
+    description: Seconds to wait for each address probe; must be positive.
     type: float
     default: 3
   concurrency:
-    description: Address probes at once.
+    description: Address probes at once; at least 1.
     type: int
     default: 256
 '''
