@@ -7,6 +7,8 @@ from __future__ import annotations
 
 class ModuleDocFragment(object):
 
+    # The modules that read a fleet config (allocation, registry): config, requirements, notes.
+    # They extend REGISTRY too; the argument spec is module_utils/registry.py fleet_config_argument_spec().
     DOCUMENTATION = r"""
 options:
   config:
@@ -16,15 +18,8 @@ options:
         keys are used; relative registry paths are relative to that file.
       - "Read on the host the module runs on; run the module on the controller
         (C(delegate_to: localhost) or C(hosts: localhost)) for a file registry."
+      - At least one of O(config) and O(registry) is required.
     type: path
-  registry:
-    description:
-      - The registry location, replacing the one in O(config).
-      - "C({type: file, path: ..., alloc_path: ..., lock_path: ...}) or C({type: mysql, host,
-        port, user, password, database, unix_socket, defaults_file, ssl_ca, ssl_cert, ssl_key,
-        table_prefix, connect_timeout})."
-      - Relative paths are relative to O(config)'s directory, or to the current directory.
-    type: dict
 requirements:
   - PyYAML (for file registries and config files)
   - PyMySQL (only for a registry of C(type=mysql))
@@ -34,4 +29,26 @@ notes:
     see half a file."
   - "MySQL registry: writers serialize on a row lock; UNIQUE keys on every port of a cloud
     host, on server_id and on gtid_domain_id make duplicates impossible; conflicts retry."
+"""
+
+    # The registry location: the same mapping for the modules and the fleet inventory plugin
+    # (module_utils/fleet_config.py normalize_registry_spec() checks it).
+    REGISTRY = r"""
+options:
+  registry:
+    description:
+      - Where the registry lives. In the modules it replaces the C(registry) of C(config).
+      - "C(type: file) (the default): C(path) (required) is the registry YAML file. Relative paths
+        are relative to the fleet config file's directory (to the current directory when a module
+        gets no C(config)). Allocations are kept in C(alloc_path), default
+        C(<path without extension>.alloc.yml); writers lock C(lock_path), default
+        C(.<registry file name>.lock) in the same directory."
+      - "C(type: mysql): C(database) (required), C(host) (default C(127.0.0.1)), C(port) (default
+        C(3306)), C(user), C(password) (default: the environment variable
+        E(EDGEFLEET_REGISTRY_PASSWORD)), C(unix_socket), C(defaults_file), C(ssl_ca), C(ssl_cert),
+        C(ssl_key), C(table_prefix) (default C(edgefleet_)), C(connect_timeout) (seconds, default
+        C(10)), C(lock_timeout) (seconds a writer waits for a row lock; default the allocation
+        policy's C(lock_timeout)). The tables are created on first write."
+      - Unknown keys are errors.
+    type: dict
 """

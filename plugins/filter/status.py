@@ -11,7 +11,10 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.consistency
     describe_table,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import (
-    merge_reports, render_metrics, render_table, summary_line, unreachable_report,
+    merge_reports, unreachable_report,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_render import (
+    render_metrics, render_table, summary_line,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_html import (
     render_html,

@@ -11,9 +11,11 @@ version_added: 0.1.0
 description:
   - Reads the device registry (a YAML file or a MySQL/MariaDB table) and the allocations
     written by M(edgefleet.mysql_backup.allocation). It never allocates anything itself.
-  - Every device becomes a host named by its id, with its allocation as C(edgefleet_*) host
-    variables and its registry C(vars) merged in. Every cloud host becomes a host in group
-    C(cloud) with C(edgefleet_cloud_devices) and C(edgefleet_cloud_instances).
+  - Every device becomes a host named by its id, with its registry entry and its allocation as
+    C(edgefleet_*) host variables and its registry C(vars) merged in. Every cloud host becomes a
+    host in group C(cloud) with C(edgefleet_cloud_devices) (one dict per active device allocated
+    there) and C(edgefleet_cloud_instances). docs/inventory.md lists every variable; the keys of
+    the device record are defined in C(plugins/module_utils/device_record.py).
   - A device is reached either at its first-contact O(reach=address) from the registry or
     through its own reverse SSH back-channel O(reach=tunnel) - C(ansible_host=127.0.0.1),
     C(ansible_port=<its tunnel SSH port>), jumping through the cloud host that carries the
@@ -30,6 +32,7 @@ author:
 extends_documentation_fragment:
   - constructed
   - inventory_cache
+  - edgefleet.mysql_backup.fleet_config.registry
 options:
   plugin:
     description: Marks this file as a fleet config for this plugin.
@@ -37,22 +40,15 @@ options:
     required: true
     choices: [edgefleet.mysql_backup.fleet]
   registry:
-    description:
-      - Where the registry lives.
-      - "C(registry.type=file): C(registry.path) is the registry YAML file, relative to this
-        config file. Allocations are read from C(registry.alloc_path), default
-        C(<registry without extension>.alloc.yml) next to it."
-      - "C(registry.type=mysql): C(host), C(port), C(user), C(password), C(database),
-        optionally C(unix_socket), C(defaults_file), C(ssl_ca), C(ssl_cert), C(ssl_key),
-        C(table_prefix) (default C(edgefleet_)), C(connect_timeout). The password may also
-        come from the environment variable E(EDGEFLEET_REGISTRY_PASSWORD)."
-    type: dict
+    # description and type: the fleet_config.registry doc fragment (shared with the modules)
     required: true
   allocation:
     description:
       - The allocation policy used by M(edgefleet.mysql_backup.allocation) (port ranges,
-        quarantine, replica mode, ids). The plugin only validates it and uses the default
-        port ranges for C(edgefleet_cloud_tunnel_ports). See the module for the keys.
+        quarantine, replica mode, ids). The plugin validates it, takes its default port ranges
+        for the C(edgefleet_cloud_tunnel_ports) and C(edgefleet_cloud_replica_ports) of cloud
+        hosts without their own, and its C(lock_timeout) for reading a MySQL registry. See the
+        module for the keys.
     type: dict
     default: {}
   reach:
@@ -101,7 +97,9 @@ options:
     type: str
     default: ''
   tunnel_host:
-    description: Address the back-channel listens on at the cloud host.
+    description:
+      - Address the back-channel listens on at the cloud host; the C(ansible_host) of devices
+        reached through their tunnel.
     type: str
     default: 127.0.0.1
   include_retired:
@@ -109,8 +107,8 @@ options:
     type: bool
     default: false
 notes:
-  - Readers take no lock; writers replace files atomically, so the plugin never sees a half
-    written registry or allocation file.
+  - "File registry: readers take no lock; writers replace files atomically, so the plugin never
+    sees a half written registry or allocation file. MySQL registry: one read-only transaction."
   - "With C(cache: true) the built inventory is cached (for example C(jsonfile)); run the
     allocation module, then refresh the inventory (AWX: update on launch)."
 seealso:

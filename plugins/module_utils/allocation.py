@@ -28,13 +28,13 @@ import copy
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import ALLOCATION_KEYS
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import (
     format_port_ranges, ranges_overlap,
 )
 
-RECORD_KEYS = ('id', 'cloud_host', 'tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id',
-               'replica_mode', 'replica_instance', 'replica_port', 'replica_datadir', 'replica_server_id',
-               'channel_name', 'schema_prefix', 'allocated_at')
+# The allocation record's keys and their meaning: module_utils/device_record.py.
+RECORD_KEYS = ALLOCATION_KEYS
 INSTANCE_KEYS = ('cloud_host', 'name', 'mode', 'port', 'datadir', 'server_id', 'created_at')
 
 

@@ -29,18 +29,13 @@ __metaclass__ = type
 
 import time
 
-try:
-    import pymysql
-    import pymysql.cursors
-    HAS_PYMYSQL = True
-except ImportError:
-    pymysql = None
-    HAS_PYMYSQL = False
-
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     channel_key,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import format_gtid_pos, parse_gtid_pos
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (  # noqa: F401
+    HAS_PYMYSQL, connect_pymysql,  # HAS_PYMYSQL: for the status collector
+)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import parse_status_row
 
 # Data types hashed through HEX() (their bytes); every other type through CAST(... AS CHAR).
@@ -61,17 +56,14 @@ class CheckError(Exception):
 
 def connect(host=None, port=None, user=None, password=None, unix_socket=None,
             connect_timeout=10, read_timeout=3600):
-    """A PyMySQL connection with dict rows, as every function here expects."""
-    kwargs = {'user': user, 'connect_timeout': connect_timeout, 'read_timeout': read_timeout,
-              'autocommit': True, 'charset': 'utf8mb4',
-              'cursorclass': pymysql.cursors.DictCursor}
+    """A PyMySQL connection with dict rows, as every function here expects (a unix socket, or
+    TCP to host:port, default 127.0.0.1:3306)."""
     if unix_socket:
-        kwargs['unix_socket'] = unix_socket
+        host = port = None
     else:
-        kwargs.update(host=host or '127.0.0.1', port=int(port or 3306))
-    if password is not None:
-        kwargs['password'] = password
-    return pymysql.connect(**kwargs)
+        host, port, unix_socket = host or '127.0.0.1', int(port or 3306), None
+    return connect_pymysql(host=host, port=port, user=user, password=password, unix_socket=unix_socket,
+                           connect_timeout=connect_timeout, read_timeout=read_timeout, dict_rows=True)
 
 
 def quote_ident(name):

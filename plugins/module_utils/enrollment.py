@@ -39,13 +39,12 @@ import time
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import (
     FleetError, check_device_id, check_site, check_labels,
 )
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
-    check_public_key, atomic_write, with_retries,
-)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.atomic_file import atomic_write
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import check_public_key
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import with_retries
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     update_device_locked, allocate_locked,
 )
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as alloc_lib
 
 # The device's SSH host key lives in the registry as this device var: the inventory exposes it as
 # a host var and known_hosts_text() renders "<device id> <key>" lines for HostKeyAlias=<device id>.
@@ -352,28 +351,67 @@ def state_path(registry):
 
 def ensure_schema(registry):
     """Create the enrollment table (MySQL) next to the registry tables; no-op for files."""
-    if registry.kind != 'mysql':
-        return
-    with registry.transaction(write=True) as tx:
-        with tx.conn.cursor() as cur:
-            cur.execute(MYSQL_DDL.format(p=tx.p))
+    _STORES[registry.kind].ensure_schema(registry)
 
 
-class EnrollStore(object):
-    """Enrollment records (tokens, operators, rotations) inside an open registry transaction."""
+class _FileEnrollStore(object):
+    """Enrollment records in a JSON file next to the registry file (mode 0600), written by
+    :meth:`flush` before the registry lock is released."""
 
     def __init__(self, tx):
         self.tx = tx
-        self.kind = tx.kind
         self.dirty = False
-        if self.kind == 'file':
-            self.path = state_path(tx)
-            self.doc = _read_state_file(self.path)
+        self.path = state_path(tx)
+        self.doc = _read_state_file(self.path)
+
+    @staticmethod
+    def ensure_schema(registry):
+        return None
+
+    @staticmethod
+    def snapshot(registry):
+        """The files an enrollment may change, to put back if it fails half-way (files have no
+        rollback; the database has)."""
+        return _FileSnapshot(registry)
 
     def get(self, kind, name, for_update=False):
-        if self.kind == 'file':
-            rec = self.doc[kind].get(name)
-            return dict(rec) if rec is not None else None
+        rec = self.doc[kind].get(name)
+        return dict(rec) if rec is not None else None
+
+    def all(self, kind):
+        return dict((k, dict(v)) for k, v in self.doc[kind].items())
+
+    def put(self, kind, name, rec):
+        self.doc[kind][name] = rec
+        self.dirty = True
+
+    def delete(self, kind, name):
+        if self.doc[kind].pop(name, None) is not None:
+            self.dirty = True
+
+    def flush(self):
+        if self.dirty:
+            atomic_write(self.path, json.dumps(self.doc, sort_keys=True, indent=1) + '\n', mode=0o600)
+            self.dirty = False
+
+
+class _MySQLEnrollStore(object):
+    """Enrollment records in the ``<prefix>enroll`` table, inside the registry's transaction."""
+
+    def __init__(self, tx):
+        self.tx = tx
+
+    @staticmethod
+    def ensure_schema(registry):
+        with registry.transaction(write=True) as tx:
+            with tx.conn.cursor() as cur:
+                cur.execute(MYSQL_DDL.format(p=tx.p))
+
+    @staticmethod
+    def snapshot(registry):
+        return None  # the transaction's rollback undoes everything
+
+    def get(self, kind, name, for_update=False):
         with self.tx.conn.cursor() as cur:
             cur.execute('SELECT data FROM `%senroll` WHERE kind = %%s AND name = %%s%s'
                         % (self.tx.p, ' FOR UPDATE' if for_update else ''), (kind, name))
@@ -381,33 +419,30 @@ class EnrollStore(object):
         return json.loads(row[0]) if row else None
 
     def all(self, kind):
-        if self.kind == 'file':
-            return dict((k, dict(v)) for k, v in self.doc[kind].items())
         with self.tx.conn.cursor() as cur:
             cur.execute('SELECT name, data FROM `%senroll` WHERE kind = %%s ORDER BY name' % self.tx.p, (kind,))
             return dict((row[0], json.loads(row[1])) for row in cur.fetchall())
 
     def put(self, kind, name, rec):
-        if self.kind == 'file':
-            self.doc[kind][name] = rec
-            self.dirty = True
-            return
         with self.tx.conn.cursor() as cur:
             cur.execute('INSERT INTO `%senroll` (kind, name, data) VALUES (%%s, %%s, %%s) ON DUPLICATE KEY UPDATE '
                         'data = VALUES(data)' % self.tx.p, (kind, name, json.dumps(rec, sort_keys=True)))
 
     def delete(self, kind, name):
-        if self.kind == 'file':
-            if self.doc[kind].pop(name, None) is not None:
-                self.dirty = True
-            return
         with self.tx.conn.cursor() as cur:
             cur.execute('DELETE FROM `%senroll` WHERE kind = %%s AND name = %%s' % self.tx.p, (kind, name))
 
     def flush(self):
-        if self.kind == 'file' and self.dirty:
-            atomic_write(self.path, json.dumps(self.doc, sort_keys=True, indent=1) + '\n', mode=0o600)
-            self.dirty = False
+        return None  # written in the transaction
+
+
+# Enrollment records beside each registry backend (the registry keeps devices and allocations).
+_STORES = {'file': _FileEnrollStore, 'mysql': _MySQLEnrollStore}
+
+
+def EnrollStore(tx):  # pylint: disable=invalid-name
+    """Enrollment records (tokens, operators, rotations) inside an open registry transaction."""
+    return _STORES[tx.kind](tx)
 
 
 def _read_state_file(path):
@@ -433,8 +468,7 @@ def _read_state_file(path):
 @contextlib.contextmanager
 def store_transaction(registry, write=True):
     """A registry transaction with the enrollment store; file changes flushed before the lock ends."""
-    if registry.kind == 'mysql':
-        _ensure_once(registry)
+    _ensure_once(registry)
     with registry.transaction(write=write) as tx:
         store = EnrollStore(tx)
         yield store
@@ -447,7 +481,7 @@ _SCHEMA_LOCK = threading.Lock()
 
 
 def _ensure_once(registry):
-    key = registry.describe() + '/' + registry.p
+    key = registry.describe() + '/' + getattr(registry, 'p', '')
     with _SCHEMA_LOCK:
         if key in _SCHEMA_DONE:
             return
@@ -615,12 +649,8 @@ def _enroll_locked(tx, registry, policy, config, req, now):
     store = EnrollStore(tx)
     token_id, tok = _check_token(store, req['token'], req, now)
     dev_id = req['device_id']
-    if tx.kind == 'file':
-        devices = tx.load_registry()[0]
-        current = next((d for d in devices if d['id'] == dev_id), None)
-    else:
-        current = tx.get_device(dev_id, for_update=True)
-    if current is None and _cloud_host_exists(tx, dev_id):
+    current = tx.get_device(dev_id, for_update=True)
+    if current is None and tx.get_cloud_host(dev_id) is not None:
         raise EnrollError(409, 'id_taken', 'field "device_id": %s is the name of a cloud host (inventory host names '
                           'must be unique)' % dev_id)
     site = _resolve_site(tok, req, current)
@@ -663,7 +693,7 @@ def _enroll_locked(tx, registry, policy, config, req, now):
         update_device_locked(tx, registry, dev_id, fields)
     # A repeat of an allocated device reads its own allocation only (allocation is sticky: nothing
     # would change); everything else runs the allocation as register.yml does.
-    rec = _allocation_of(tx, dev_id) if outcome == 'repeated' else None
+    rec = tx.get_allocation(dev_id) if outcome == 'repeated' else None
     if rec is None:
         try:
             result = allocate_locked(tx, registry, policy, only=[dev_id], now=now)
@@ -697,33 +727,8 @@ def _enroll_locked(tx, registry, policy, config, req, now):
 
 def _cloud_address(tx, name):
     """The registry's address of cloud host ``name`` (when the service config gives none)."""
-    if tx.kind == 'file':
-        hosts = tx.load_registry()[1]
-        return next((h['address'] for h in hosts if h['name'] == name), None)
-    with tx.conn.cursor() as cur:
-        cur.execute('SELECT address FROM `%scloud_hosts` WHERE name = %%s' % tx.p, (name,))
-        row = cur.fetchone()
-    return row[0] if row else None
-
-
-def _allocation_of(tx, dev_id):
-    """The allocation record of one device, or None."""
-    if tx.kind == 'file':
-        return tx.load_state()['allocations'].get(dev_id)
-    cols = alloc_lib.RECORD_KEYS
-    with tx.conn.cursor() as cur:
-        cur.execute('SELECT %s FROM `%sallocations` WHERE device_id = %%s'
-                    % (', '.join(('device_id',) + cols[1:]), tx.p), (dev_id,))
-        row = cur.fetchone()
-    return dict(zip(cols, row)) if row else None
-
-
-def _cloud_host_exists(tx, name):
-    if tx.kind == 'file':
-        return any(h['name'] == name for h in tx.load_registry()[1])
-    with tx.conn.cursor() as cur:
-        cur.execute('SELECT 1 FROM `%scloud_hosts` WHERE name = %%s' % tx.p, (name,))
-        return cur.fetchone() is not None
+    host = tx.get_cloud_host(name)
+    return host['address'] if host else None
 
 
 class _FileSnapshot(object):
@@ -759,12 +764,12 @@ def enroll(registry, policy, config, req, now=None, attempts=8):
     registered by an operator without keys) - 201 -, repeated or rotated - 200. Raises EnrollError (nothing written) or FleetError.
     """
     now = time.time() if now is None else now
-    if registry.kind == 'mysql':
-        _ensure_once(registry)
+    _ensure_once(registry)
+    store_class = _STORES[registry.kind]
 
     def attempt():
         with registry.transaction(write=True) as tx:
-            snapshot = _FileSnapshot(registry) if registry.kind == 'file' else None
+            snapshot = store_class.snapshot(registry)
             try:
                 return _enroll_locked(tx, registry, policy, config, req, now)
             except BaseException:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.allocation import instances_by_host
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import format_port_ranges
-
-CLOUD_DEVICE_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id', 'replica_mode',
-                     'replica_instance', 'replica_port', 'replica_datadir', 'channel_name', 'schema_prefix')
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (
+    CLOUD_DEVICE_KEYS, cloud_device_entry,
+)
 
 DEFAULT_OPTIONS = {
     'reach': 'auto',
@@ -105,11 +105,7 @@ def build(devices, cloud_hosts, state, options=None):
             groups.setdefault('mode_' + rec['replica_mode'], []).append(dev_id)
             if status == 'active' and rec['cloud_host'] in cloud_devices:
                 active_ids.add(dev_id)
-                entry = {'id': dev_id, 'site': dev['site'] or '', 'status': status}
-                for key in CLOUD_DEVICE_KEYS:
-                    entry[key] = rec[key]
-                entry['ssh_public_key'] = dev['ssh_public_key'] or ''
-                cloud_devices[rec['cloud_host']].append(entry)
+                cloud_devices[rec['cloud_host']].append(cloud_device_entry(dev, rec))
         reach = dev['reach'] or reach_default
         if reach == 'auto':
             reach = 'address' if dev['address'] else 'tunnel'

@@ -16,7 +16,10 @@ __metaclass__ = type
 import html
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import (
-    STATE_HELP, STATES, format_bytes, format_duration, format_ts, summary_line,
+    STATE_HELP, STATES, format_duration,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_render import (
+    format_bytes, format_ts, summary_line,
 )
 
 _CSS = """

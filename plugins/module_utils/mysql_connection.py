@@ -1,10 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) edgefleet maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Connection options shared by every module that talks to MySQL/MariaDB (pymysql).
+"""The one way this collection opens a MySQL/MariaDB connection (PyMySQL), and the login options
+of the modules.
 
-Use ``mysql_connection_argument_spec()`` in the module's argument spec and the doc fragment
-``edgefleet.mysql_backup.mysql_connection`` in its DOCUMENTATION.
+* :func:`client_kwargs` / :func:`connect_pymysql`: every pymysql connection - the modules'
+  sessions (:func:`connection_kwargs` from login_* options), the consistency check and the status
+  collector (consistency.connect), the MySQL registry (registry_mysql) - is built here, so the
+  character set, option files and TLS keywords are decided in one place.
+* Modules: ``mysql_connection_argument_spec()`` in the argument spec and the doc fragment
+  ``edgefleet.mysql_backup.mysql_connection`` in DOCUMENTATION; :func:`connect` fails the module
+  with a clear message.
+
+Standard library plus PyMySQL, no Ansible imports: host programs (the status collector, the
+enrollment service) import it through consistency.py and the registry.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,10 +21,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import platform
+import sys
 import traceback
-
-from ansible.module_utils.basic import missing_required_lib
-from ansible.module_utils.common.text.converters import to_native
 
 PYMYSQL_IMPORT_ERROR = None
 try:
@@ -59,47 +67,67 @@ def instance_socket_options():
 INSTANCES_EXCLUSIVE = [('instances', 'login_unix_socket'), ('instances', 'login_host')]
 
 
+def missing_pymysql_message():
+    """The text of ansible-core's missing_required_lib('PyMySQL') (this module has no Ansible imports)."""
+    return ("Failed to import the required Python library (PyMySQL) on %s's Python %s. Please read the module "
+            "documentation and install it in the appropriate location. If the required library is installed, "
+            "but Ansible is using the wrong Python interpreter, please consult the documentation on "
+            "ansible_python_interpreter" % (platform.node(), sys.executable))
+
+
 def require_pymysql(module):
     if not HAS_PYMYSQL:
-        module.fail_json(msg=missing_required_lib('PyMySQL'), exception=PYMYSQL_IMPORT_ERROR)
+        module.fail_json(msg=missing_pymysql_message(), exception=PYMYSQL_IMPORT_ERROR)
+
+
+def client_kwargs(host=None, port=None, user=None, password=None, unix_socket=None, database=None,
+                  defaults_file=None, tls=None, connect_timeout=30, read_timeout=None, autocommit=True,
+                  dict_rows=False):
+    """pymysql.connect() keyword arguments; None leaves an option to PyMySQL (or the option file).
+
+    ``defaults_file``: a my.cnf read for its [client] group. ``tls``: PyMySQL TLS keywords as the
+    caller means them (``ssl_ca``/``ssl_cert``/``ssl_key``/``ssl_verify_identity``, or
+    ``ssl={...}``, which also verifies the server certificate against its ``ca``).
+    ``dict_rows``: rows as dicts instead of tuples.
+    """
+    kwargs = {'connect_timeout': connect_timeout, 'autocommit': autocommit, 'charset': 'utf8mb4'}
+    if defaults_file:
+        kwargs['read_default_file'] = defaults_file
+        kwargs['read_default_group'] = 'client'
+    for key, value in (('unix_socket', unix_socket), ('host', host), ('port', port), ('user', user),
+                       ('password', password), ('database', database), ('read_timeout', read_timeout)):
+        if value is not None:
+            kwargs[key] = value
+    kwargs.update(tls or {})
+    if dict_rows:
+        kwargs['cursorclass'] = pymysql.cursors.DictCursor
+    return kwargs
+
+
+def connect_pymysql(**options):
+    """A pymysql connection from :func:`client_kwargs` options."""
+    return pymysql.connect(**client_kwargs(**options))
 
 
 def connection_kwargs(params):
-    """pymysql.connect() keyword arguments from module params (pure; unit-tested)."""
-    kwargs = {
-        'connect_timeout': params.get('connect_timeout') or 30,
-        'autocommit': True,
-        'charset': 'utf8mb4',
-    }
+    """pymysql.connect() keyword arguments from module login_* params (pure; unit-tested)."""
     config_file = params.get('config_file')
     if config_file:
         config_file = os.path.expanduser(config_file)
-        if os.path.exists(config_file):
-            kwargs['read_default_file'] = config_file
-            kwargs['read_default_group'] = 'client'
-    if params.get('login_unix_socket'):
-        kwargs['unix_socket'] = params['login_unix_socket']
-    if params.get('login_host'):
-        kwargs['host'] = params['login_host']
-    elif 'read_default_file' not in kwargs:
-        kwargs['host'] = 'localhost'
-    if params.get('login_port'):
-        kwargs['port'] = params['login_port']
-    elif 'read_default_file' not in kwargs:
-        kwargs['port'] = 3306
-    if params.get('login_user') is not None:
-        kwargs['user'] = params['login_user']
-    if params.get('login_password') is not None:
-        kwargs['password'] = params['login_password']
-    if params.get('ca_cert'):
-        kwargs['ssl_ca'] = params['ca_cert']
-    if params.get('client_cert'):
-        kwargs['ssl_cert'] = params['client_cert']
-    if params.get('client_key'):
-        kwargs['ssl_key'] = params['client_key']
+        if not os.path.exists(config_file):
+            config_file = None
+    # Without an option file the modules default to localhost:3306; with one, the file decides.
+    host = params.get('login_host') or (None if config_file else 'localhost')
+    port = params.get('login_port') or (None if config_file else 3306)
+    tls = {}
+    for option, keyword in (('ca_cert', 'ssl_ca'), ('client_cert', 'ssl_cert'), ('client_key', 'ssl_key')):
+        if params.get(option):
+            tls[keyword] = params[option]
     if params.get('check_hostname') is not None:
-        kwargs['ssl_verify_identity'] = params['check_hostname']
-    return kwargs
+        tls['ssl_verify_identity'] = params['check_hostname']
+    return client_kwargs(host=host, port=port, user=params.get('login_user'), password=params.get('login_password'),
+                         unix_socket=params.get('login_unix_socket') or None, defaults_file=config_file, tls=tls,
+                         connect_timeout=params.get('connect_timeout') or 30)
 
 
 class ServerSession(object):
@@ -166,15 +194,15 @@ def open_session(params):
                                                         kwargs.get('port', ''))
         raise ConnectError('unable to connect to the database at %s: %s. Check login_host, '
                            'login_port, login_user and login_password (or config_file %s).'
-                           % (where, to_native(exc), params.get('config_file')))
+                           % (where, exc, params.get('config_file')))
     try:
         return ServerSession(connection)
     except UnsupportedServer as exc:
         connection.close()
-        raise ConnectError(to_native(exc))
+        raise ConnectError(str(exc))
     except Exception as exc:  # pylint: disable=broad-except
         connection.close()
-        raise ConnectError('unable to detect the server version: %s' % to_native(exc))
+        raise ConnectError('unable to detect the server version: %s' % exc)
 
 
 def connect(module, params=None):
@@ -184,4 +212,4 @@ def connect(module, params=None):
     try:
         return open_session(module.params if params is None else params)
     except ConnectError as exc:
-        module.fail_json(msg=to_native(exc))
+        module.fail_json(msg=str(exc))

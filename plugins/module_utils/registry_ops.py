@@ -1,7 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, edgefleet maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Operations shared by the modules: an allocation run, registering/retiring a device."""
+"""Operations on a registry, for both backends through one interface (registry_backend.py):
+an allocation run, a move (rebalance, drain), creating/updating a device or a cloud host.
+
+The modules (allocation, registry), the enrollment service and the benches call these; each runs
+in one registry transaction and is retried when a concurrent writer wins (MySQL backend).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,12 @@ import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as alloc_lib
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
-    normalize_device, device_diff_view, with_retries,
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (
+    device_diff_view, normalize_device,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import with_retries
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_format import (
+    cloud_host_to_raw, normalize_cloud_host,
 )
 
 
@@ -52,6 +61,47 @@ def run_allocation(registry, policy, check_mode=False, only=None, listening=None
     return result, result.state['allocations']
 
 
+def run_move(registry, policy, move_ids=None, move_from=None, move_to=None, check_mode=False, listening=None,
+             now=None, attempts=5):
+    """Move devices under the registry's lock; persist unless ``check_mode``. Returns (result, allocations).
+
+    ``move_ids``: devices to move; ``move_from``: every active device of that cloud host (a
+    drain); ``move_to``: the target cloud host (None: the allocator picks).
+    """
+    now = time.time() if now is None else now
+
+    def attempt():
+        with registry.transaction(write=not check_mode) as tx:
+            devices, hosts = tx.load_registry()
+            state = tx.load_state()
+            ids = list(move_ids or [])
+            warnings = []
+            if move_from is not None:
+                source = [h for h in hosts if h['name'] == move_from]
+                if not source:
+                    raise FleetError('cloud host %s: not in the registry %s (field "move_from")'
+                                     % (move_from, registry.describe()))
+                if not source[0].get('drain'):
+                    warnings.append('cloud host %s does not drain (drain: true in the registry): new devices may '
+                                    'be placed on it again' % move_from)
+                ids.extend(alloc_lib.devices_on(state, devices, move_from))
+                kept = sorted(d for d, rec in state['allocations'].items()
+                              if rec['cloud_host'] == move_from and d not in ids)
+                if kept:
+                    warnings.append('cloud host %s keeps %d allocation(s) of devices that are not active: %s '
+                                    '(retire them, or activate them and drain again)'
+                                    % (move_from, len(kept), ', '.join(kept[:10])))
+            result = alloc_lib.move(devices, hosts, policy, state, ids, target=move_to, now=now,
+                                    listening=listening, copy_state=False)
+            result.warnings[:0] = warnings
+            if result.changed and not check_mode:
+                tx.write_state(result, alloc_lib.iso(now))
+            return result
+
+    result = with_retries(attempt, attempts)
+    return result, result.state['allocations']
+
+
 def allocation_diff(result):
     before = {}
     after = {}
@@ -67,15 +117,7 @@ UPDATABLE = ('site', 'status', 'address', 'labels', 'vars', 'replica_mode', 'rea
 
 def update_device_locked(tx, registry, dev_id, fields, check_mode=False, create=True):
     """:func:`update_device` inside an open registry transaction ``tx`` (no commit, no retry)."""
-    if tx.kind == 'file':
-        devices, hosts = tx.load_registry(missing_ok=create)
-        current = None
-        for dev in devices:
-            if dev['id'] == dev_id:
-                current = dev
-                break
-    else:
-        current = tx.get_device(dev_id, for_update=not check_mode)
+    current = tx.get_device(dev_id, for_update=not check_mode, missing_ok=create)
     if current is None and not create:
         raise FleetError('device %s: not in the registry %s' % (dev_id, registry.describe()))
     raw = dict(device_diff_view(current)) if current else {'id': dev_id}
@@ -87,14 +129,7 @@ def update_device_locked(tx, registry, dev_id, fields, check_mode=False, create=
     new = normalize_device(raw)
     changed = current != new
     if changed and not check_mode:
-        if tx.kind == 'file':
-            if current is None:
-                devices.append(new)
-            else:
-                devices = [new if d['id'] == dev_id else d for d in devices]
-            tx.write_registry(devices, hosts)
-        else:
-            tx.upsert_device(new)
+        tx.upsert_device(new)
     return changed, device_diff_view(current), device_diff_view(new)
 
 
@@ -118,17 +153,9 @@ def update_cloud_host(registry, name, fields, absent=False, check_mode=False, at
 
     Returns ``(changed, before, after)`` as registry views.
     """
-    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
-        cloud_host_to_raw, normalize_cloud_host,
-    )
-
     def attempt():
         with registry.transaction(write=not check_mode) as tx:
-            devices, hosts = tx.load_registry(missing_ok=True) if tx.kind == 'file' else tx.load_registry()
-            current = None
-            for host in hosts:
-                if host['name'] == name:
-                    current = host
+            current = tx.get_cloud_host(name)
             before = cloud_host_to_raw(current) if current else {}
             if absent:
                 if current is None:
@@ -139,10 +166,7 @@ def update_cloud_host(registry, name, fields, absent=False, check_mode=False, at
                                      'and run the allocation first (or set drain: true)'
                                      % (name, len(live), ', '.join(live[:10]), ' ...' if len(live) > 10 else ''))
                 if not check_mode:
-                    if tx.kind == 'file':
-                        tx.write_registry(devices, [h for h in hosts if h['name'] != name])
-                    else:
-                        tx.delete_cloud_host(name)
+                    tx.delete_cloud_host(name)
                 return True, before, {}
             raw = dict(before) if current else {'name': name}
             for key, value in fields.items():
@@ -152,14 +176,7 @@ def update_cloud_host(registry, name, fields, absent=False, check_mode=False, at
             new = normalize_cloud_host(raw)
             changed = new != current
             if changed and not check_mode:
-                if tx.kind == 'file':
-                    if current is None:
-                        hosts.append(new)
-                    else:
-                        hosts = [new if h['name'] == name else h for h in hosts]
-                    tx.write_registry(devices, hosts)
-                else:
-                    tx.upsert_cloud_host(new)
+                tx.upsert_cloud_host(new)
             return changed, before, cloud_host_to_raw(new)
 
     return with_retries(attempt, attempts)

@@ -32,6 +32,7 @@ author:
   - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.fleet_config
+  - edgefleet.mysql_backup.fleet_config.registry
 options:
   allocation:
     description:
@@ -242,6 +243,8 @@ changes:
     - {action: release, device: device07, cloud_host: cloud01, ports: [20012, 20013, 30006], status: retired}
     - {action: create_instance, cloud_host: cloud02, instance: multi-01, port: 30000}
     - {action: unquarantine, cloud_host: cloud01, port: 20010}
+    - {action: move, device: device07, from_host: cloud01, to_host: cloud02, from_ports: [20012, 20013],
+       to_ports: [20000, 20001], replica_mode: instance, from_instance: device07, to_instance: device07}
 allocated:
   description: Ids of devices allocated by this run.
   returned: success
@@ -254,7 +257,8 @@ released:
   elements: str
 moved:
   description:
-    - Devices this run moved (or would move, in check mode), with the allocation before and after.
+    - Devices this run moved (or would move, in check mode), with the whole allocation record
+      before (C(from)) and after (C(to)); the sample shows a few of its keys.
     - Only returned with O(move) or O(move_from).
   returned: when moving
   type: dict
@@ -269,7 +273,7 @@ unchanged:
   elements: str
 registry:
   description: Where the registry is (file path or mysql URL without password).
-  returned: always
+  returned: success
   type: str
 """
 
@@ -277,16 +281,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-import time
-
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import allocation as alloc_lib
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
-    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, open_registry, with_retries,
+    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, fleet_config_argument_spec, open_registry,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
-    run_allocation, allocation_diff,
+    allocation_diff, run_allocation, run_move,
 )
 
 
@@ -307,48 +308,10 @@ def _listening(value):
     return out
 
 
-def run_move(registry, policy, move_ids=None, move_from=None, move_to=None, check_mode=False, listening=None,
-             now=None, attempts=5):
-    """Move devices under the registry's lock; persist unless ``check_mode``. Returns (result, allocations)."""
-    now = time.time() if now is None else now
-
-    def attempt():
-        with registry.transaction(write=not check_mode) as tx:
-            devices, hosts = tx.load_registry()
-            state = tx.load_state()
-            ids = list(move_ids or [])
-            warnings = []
-            if move_from is not None:
-                source = [h for h in hosts if h['name'] == move_from]
-                if not source:
-                    raise FleetError('cloud host %s: not in the registry %s (field "move_from")'
-                                     % (move_from, registry.describe()))
-                if not source[0].get('drain'):
-                    warnings.append('cloud host %s does not drain (drain: true in the registry): new devices may '
-                                    'be placed on it again' % move_from)
-                ids.extend(alloc_lib.devices_on(state, devices, move_from))
-                kept = sorted(d for d, rec in state['allocations'].items()
-                              if rec['cloud_host'] == move_from and d not in ids)
-                if kept:
-                    warnings.append('cloud host %s keeps %d allocation(s) of devices that are not active: %s '
-                                    '(retire them, or activate them and drain again)'
-                                    % (move_from, len(kept), ', '.join(kept[:10])))
-            result = alloc_lib.move(devices, hosts, policy, state, ids, target=move_to, now=now,
-                                    listening=listening, copy_state=False)
-            result.warnings[:0] = warnings
-            if result.changed and not check_mode:
-                tx.write_state(result, alloc_lib.iso(now))
-            return result
-
-    result = with_retries(attempt, attempts)
-    return result, result.state['allocations']
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config=dict(type='path'),
-            registry=dict(type='dict', no_log=False),
+            fleet_config_argument_spec(),
             allocation=dict(type='dict', options=dict(
                 replica_mode=dict(type='str', choices=['instance', 'channel']),
                 channels_per_instance=dict(type='int'),

@@ -27,6 +27,7 @@ author:
   - edgefleet maintainers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.mysql_backup.fleet_config
+  - edgefleet.mysql_backup.fleet_config.registry
 options:
   id:
     description:
@@ -76,13 +77,15 @@ options:
     description: Site of the device (group C(site_<site>)); C(^[a-z0-9][a-z0-9_]{0,62}$).
     type: str
   address:
-    description: First-contact address (IP or DNS name) used before the tunnel exists.
+    description:
+      - Device - first-contact address (IP or DNS name), used before the tunnel exists.
+      - Cloud host - its address (C(ansible_host) of the cloud host, the jump host of tunnels).
     type: str
   labels:
     description: String labels (for C(keyed_groups)); replaces all labels.
     type: dict
   vars:
-    description: Host variables merged into the device's inventory host; replaces all vars.
+    description: Host variables merged into the device's (or cloud host's) inventory host; replaces all vars.
     type: dict
   replica_mode:
     description: Replica mode for this device, overriding the policy default.
@@ -158,12 +161,12 @@ device:
   type: dict
   sample: {id: device42, site: berlin, status: active, address: 192.0.2.42, labels: {hw: rpi4}}
 created:
-  description: Whether the device was new.
+  description: Whether the device (or cloud host) was new.
   returned: success
   type: bool
 registry:
   description: Where the registry is (file path or mysql URL without password).
-  returned: always
+  returned: success
   type: str
 """
 
@@ -176,7 +179,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import (
-    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, open_registry,
+    HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, fleet_config_argument_spec, open_registry,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     update_cloud_host, update_device,
@@ -186,8 +189,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_op
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config=dict(type='path'),
-            registry=dict(type='dict', no_log=False),
+            fleet_config_argument_spec(),
             id=dict(type='str', aliases=['device_id']),
             cloud_host=dict(type='str'),
             state=dict(type='str', default='present', choices=['present', 'disabled', 'retired', 'absent']),

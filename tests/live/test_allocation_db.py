@@ -184,3 +184,14 @@ def test_many_threads_self_register_and_allocate(registry_spec):
         t.join()
     assert not errors
     _assert_disjoint_and_complete(registry_spec, sum(groups, []))
+
+
+def test_db_backend_implements_the_registry_interface(registry_spec):
+    """The same interface checks as the file backend's unit test (one interface, two backends)."""
+    from ansible_collections.edgefleet.mysql_backup.tests.unit.plugins.module_utils.test_registry import (
+        check_backend_interface,
+    )
+    add_clouds(registry_spec, {'name': 'cloud01', 'address': '10.0.0.1'})
+    reg = registry(registry_spec)
+    assert isinstance(reg, R.RegistryBackend)
+    check_backend_interface(reg, normalize_policy({}))

@@ -16,7 +16,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_confi
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     run_allocation, update_cloud_host, update_device,
 )
-from ansible_collections.edgefleet.mysql_backup.plugins.modules.allocation import run_move
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import run_move
 
 pytestmark = pytest.mark.mariadb
 T0 = 1800000000.0

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status as fs
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status_render as fr
 
 from tests.live.support import ansible_module, channel_state, wait_for
 from tests.support.host_code import install_host_program
@@ -129,4 +129,4 @@ def test_collector_writes_metrics_json_and_page(fleet):
     table = subprocess.run([monitor, "--config", out + "/monitoring.json", "status"], capture_output=True,
                            text=True, check=True).stdout
     assert table.splitlines()[0].startswith("DEVICE")
-    assert fs.summary_line(status["summary"]) == table.splitlines()[-1]
+    assert fr.summary_line(status["summary"]) == table.splitlines()[-1]

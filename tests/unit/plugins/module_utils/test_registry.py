@@ -240,3 +240,81 @@ def test_fast_parser_never_disagrees_with_yaml(noise):
     if fast is None:
         return
     assert fast == yaml.safe_load(text)
+
+
+def check_backend_interface(reg, policy):
+    """The RegistryBackend methods behave the same on both backends (file here, MySQL in
+    tests/live/test_allocation_db.py): get/upsert of devices and cloud hosts, delete, get_allocation."""
+    dev = R.normalize_device({'id': 'iface1', 'site': 'lab', 'labels': {'hw': 'rpi4'}, 'vars': {'x': 1}})
+    host = R.normalize_cloud_host({'name': 'ifcloud', 'address': '192.0.2.9', 'tunnel_ports': '21000-21099',
+                                   'replica_ports': '31000-31099', 'reserved_ports': [21005]})
+    spare = R.normalize_cloud_host({'name': 'ifspare'})
+    with reg.transaction() as tx:
+        assert tx.get_device('iface1') is None and tx.get_cloud_host('ifcloud') is None
+        tx.upsert_cloud_host(host)
+        tx.upsert_cloud_host(spare)
+        tx.upsert_device(dev)
+        assert tx.get_device('iface1', for_update=True) == dev
+        assert tx.get_cloud_host('ifcloud') == host
+    with reg.transaction(write=False) as tx:
+        assert tx.get_device('iface1') == dev and tx.get_cloud_host('ifspare') == spare
+        devices, hosts = tx.load_registry()
+        assert dev in devices and host in hosts and spare in hosts
+        assert tx.get_allocation('iface1') is None
+    disabled = dict(dev, status='disabled', address='192.0.2.10')
+    with reg.transaction() as tx:
+        tx.upsert_device(disabled)
+        tx.upsert_cloud_host(dict(host, capacity=5))
+        tx.delete_cloud_host('ifspare')
+    with reg.transaction(write=False) as tx:
+        assert tx.get_device('iface1') == disabled
+        assert tx.get_cloud_host('ifcloud')['capacity'] == 5
+        assert tx.get_cloud_host('ifspare') is None
+        devices, hosts = tx.load_registry()
+        assert [d for d in devices if d['id'] == 'iface1'] == [disabled]
+        assert 'ifspare' not in [h['name'] for h in hosts] and 'ifcloud' in [h['name'] for h in hosts]
+    with reg.transaction() as tx:
+        tx.upsert_device(dev)
+    _result, allocations = run_allocation(reg, policy, only=['iface1'])
+    with reg.transaction(write=False) as tx:
+        rec = tx.get_allocation('iface1')
+        assert rec == allocations['iface1'] == tx.load_state()['allocations']['iface1']
+        assert rec['id'] == 'iface1' and rec['cloud_host'] in ('cloud01', 'ifcloud')
+    reg.close()
+
+
+def test_file_backend_implements_the_registry_interface(tmp_path):
+    reg, pol = make_fleet(tmp_path, LAB)
+    check_backend_interface(reg, pol)
+    text = (tmp_path / 'registry.yml').read_text()
+    assert R.parse_registry_text(text) == yaml.safe_load(text)  # written in the fast-path form
+    assert [d['id'] for d in reg.load_registry()[0]] == ['device01', 'device02', 'iface1']
+    assert isinstance(reg, R.RegistryBackend)
+
+
+def test_file_backend_single_record_writes_need_the_lock(tmp_path):
+    reg, _pol = make_fleet(tmp_path, LAB)
+    with reg.transaction(write=False) as tx:
+        with pytest.raises(FleetError, match='upsert_device outside a write transaction'):
+            tx.upsert_device(R.normalize_device({'id': 'x1'}))
+        with pytest.raises(FleetError, match='delete_cloud_host outside a write transaction'):
+            tx.delete_cloud_host('cloud01')
+    assert [d['id'] for d in reg.load_registry()[0]] == ['device01', 'device02']
+
+
+def test_file_backend_missing_registry(tmp_path):
+    write(tmp_path / 'f.fleet.yml', 'plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: new.yml}\n')
+    spec, _pol, _raw = resolve(str(tmp_path / 'f.fleet.yml'))
+    reg = R.open_registry(spec)
+    with reg.transaction() as tx:
+        with pytest.raises(FleetError, match='does not exist'):
+            tx.get_device('first')
+        assert tx.get_device('first', missing_ok=True) is None
+        assert tx.get_cloud_host('cloud01') is None
+        tx.upsert_cloud_host(R.normalize_cloud_host({'name': 'cloud01'}))
+    assert reg.load_registry() == ([], [R.normalize_cloud_host({'name': 'cloud01'})])
+    # a top-level version: survives single-record writes
+    write(tmp_path / 'new.yml', 'version: 1\ndevices: []\ncloud_hosts: []\n')
+    with reg.transaction() as tx:
+        tx.upsert_device(R.normalize_device({'id': 'first'}))
+    assert 'version: 1' in (tmp_path / 'new.yml').read_text()

@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status as fs
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status_render as fr
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status_collect as fc
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status_html import render_html
 
@@ -197,14 +198,14 @@ def test_summary_counts():
     assert summary['tunnels_up'] == 5 and summary['replication_running'] == 5
     assert summary['backups_ok'] == 5 and summary['never_backed_up'] == 1
     assert summary['max_lag_s'] == 4000 and summary['sites'] == 2
-    line = fs.summary_line(summary)
+    line = fr.summary_line(summary)
     assert line.startswith('fleet: 6 devices | 1 error, 1 offline, 0 stopped, 2 lagging, '
                            '1 unbacked, 1 ok | tunnels up 5/6')
     assert '\n' not in line
 
 
 def test_table_is_aligned_worst_first_and_ends_with_the_summary():
-    text = fs.render_table(fs.make_report(sample_records(), generated_at=NOW))
+    text = fr.render_table(fs.make_report(sample_records(), generated_at=NOW))
     lines = text.rstrip('\n').split('\n')
     assert lines[0].split()[:4] == ['DEVICE', 'SITE', 'CLOUD', 'STATE']
     assert lines[1].split()[:4] == ['d-error', 'berlin', 'cloud01', 'ERROR']
@@ -255,7 +256,7 @@ def test_metrics_per_device():
                                                 'duration_s': 0.25, 'devices': 6, 'instances': [
                                                     {'name': 'd-ok', 'reachable': True},
                                                     {'name': 'gone', 'reachable': False}]}], NOW)
-    text = fs.render_metrics(report)
+    text = fr.render_metrics(report)
     samples = parse_metrics(text)
     assert value(samples, 'edgefleet_tunnel_up', 'd-offline') == 0
     assert value(samples, 'edgefleet_tunnel_up', 'd-ok') == 1
@@ -283,13 +284,13 @@ def test_metrics_per_device():
 
 def test_metric_labels_are_escaped():
     rec = record(device('d"1', 10, site='a\\b\nc'))
-    text = fs.render_metrics(fs.make_report([rec], generated_at=NOW))
+    text = fr.render_metrics(fs.make_report([rec], generated_at=NOW))
     assert 'device="d\\"1",site="a\\\\b\\nc"' in text
 
 
 @pytest.mark.skipif(not shutil.which('promtool'), reason='promtool not installed')
 def test_metrics_pass_promtool_check(tmp_path):
-    text = fs.render_metrics(fs.make_report(sample_records(), generated_at=NOW))
+    text = fr.render_metrics(fs.make_report(sample_records(), generated_at=NOW))
     result = subprocess.run(['promtool', 'check', 'metrics'], input=text, text=True,
                             capture_output=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -319,7 +320,7 @@ def test_html_escapes_everything_from_the_servers():
 
 def test_report_is_json_serialisable():
     report = fs.make_report(sample_records(), generated_at=NOW)
-    assert json.loads(fs.render_json(report))['summary']['total'] == 6
+    assert json.loads(fr.render_json(report))['summary']['total'] == 6
 
 
 # --- collection (no servers) ---------------------------------------------------------
