@@ -86,4 +86,3 @@ def test_readme_shows_the_real_defaults_and_markup(tmp_path):
     assert '| `demo_packages` | list of str | `[a, b]` | Packages. |' in text
     assert '| `demo_list[].name` | str | *required* | Item name. |' in text
     assert 'Secret (keep it in vault).' in text
-

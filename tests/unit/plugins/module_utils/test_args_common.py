@@ -35,8 +35,8 @@ def compare(spec, docs, where=''):
         for key, default in (('type', 'str'), ('elements', None), ('default', None), ('choices', None),
                              ('required', False), ('aliases', None)):
             if arg.get(key, default) != doc.get(key, default):
-                problems.append('%s: %s is %r in the spec, %r in the docs' % (path, key, arg.get(key, default),
-                                                                            doc.get(key, default)))
+                problems.append('%s: %s is %r in the spec, %r in the docs'
+                                % (path, key, arg.get(key, default), doc.get(key, default)))
         problems += compare(arg.get('options') or {}, doc.get('suboptions') or {}, path + '.')
     return problems
 
