@@ -33,8 +33,9 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect imp
     channel_key,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import format_gtid_pos, parse_gtid_pos
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (  # noqa: F401
-    HAS_PYMYSQL, connect_pymysql,  # HAS_PYMYSQL: for the status collector
+# HAS_PYMYSQL is re-exported for the status collector.
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (  # noqa: F401 pylint: disable=unused-import
+    HAS_PYMYSQL, connect_pymysql,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import parse_status_row
 

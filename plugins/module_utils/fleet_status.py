@@ -21,8 +21,9 @@ __metaclass__ = type
 import math
 import time
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (  # noqa: F401
-    device_records_error,  # re-exported: the modules check their devices input with it
+# Re-exported: the fleet_status and table_checksum modules check their devices input with it.
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (  # noqa: F401 pylint: disable=unused-import
+    device_records_error,
 )
 
 # Device states, worst first. The table, the JSON, the page and the metrics sort by this.

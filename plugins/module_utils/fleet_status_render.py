@@ -17,7 +17,7 @@ import math
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import (
-    STATES, format_duration, _last_error, _one_line,
+    STATES, format_duration, _one_line,
 )
 
 

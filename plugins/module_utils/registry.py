@@ -42,6 +42,19 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_fo
     normalize_registry, parse_registry_text, state_from_doc, state_to_doc,
 )
 
+__all__ = [
+    # this module
+    'BACKENDS', 'fleet_config_argument_spec', 'open_registry', 'read_snapshot', 'with_retries',
+    # the interface and its backends
+    'RegistryBackend', 'RetryableConflict', 'FileRegistry', 'file_lock', 'MySQLRegistry', 'HAS_PYMYSQL',
+    'PYMYSQL_IMPORT_ERROR', 'RETRYABLE_MYSQL_ERRORS', 'SCHEMA_VERSION',
+    # records and formats
+    'atomic_write', 'DEVICE_FIELDS', 'check_address', 'check_public_key', 'device_diff_view', 'device_to_raw',
+    'normalize_device', 'CLOUD_FIELDS', 'FORMAT_NAME', 'cloud_host_to_raw', 'dump_registry_text',
+    'dump_state_text', 'normalize_cloud_host', 'normalize_registry', 'parse_registry_text', 'state_from_doc',
+    'state_to_doc',
+]
+
 BACKENDS = {'file': FileRegistry, 'mysql': MySQLRegistry}
 
 
