@@ -37,7 +37,8 @@ import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.reachability import listening_ports
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import atomic_write, read_snapshot
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.atomic_file import atomic_write
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import read_snapshot
 
 STATE_FORMAT = 'edgefleet.mysql_backup.converge_trigger'
 KEY_RE = re.compile(r'^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}$')
