@@ -176,26 +176,12 @@ class FileRegistry(RegistryBackend):
     def upsert_device(self, dev):
         self._require_write('upsert_device')
         devices, hosts = self._current()
-        devices = list(devices)
-        for index, old in enumerate(devices):
-            if old['id'] == dev['id']:
-                devices[index] = dev
-                break
-        else:
-            devices.append(dev)
-        self.write_registry(devices, hosts)
+        self.write_registry(_replaced(devices, 'id', dev), hosts)
 
     def upsert_cloud_host(self, host):
         self._require_write('upsert_cloud_host')
         devices, hosts = self._current()
-        hosts = list(hosts)
-        for index, old in enumerate(hosts):
-            if old['name'] == host['name']:
-                hosts[index] = host
-                break
-        else:
-            hosts.append(host)
-        self.write_registry(devices, hosts)
+        self.write_registry(devices, _replaced(hosts, 'name', host))
 
     def delete_cloud_host(self, name):
         self._require_write('delete_cloud_host')
@@ -244,3 +230,14 @@ class FileRegistry(RegistryBackend):
                 yield self
             finally:
                 self._writing, self._loaded = False, None
+
+
+def _replaced(entries, key, entry):
+    """A copy of ``entries`` with the one whose ``key`` equals entry's replaced (or entry appended)."""
+    out = list(entries)
+    for index, old in enumerate(out):
+        if old[key] == entry[key]:
+            out[index] = entry
+            return out
+    out.append(entry)
+    return out
