@@ -65,11 +65,11 @@ options:
     type: path
     default: /var/lib/edgefleet/consistency
   lag_threshold:
-    description: A device more than this many seconds behind is V(lagging).
+    description: A device more than this many seconds behind is V(lagging). Not negative.
     type: int
     default: 300
   backup_max_age:
-    description: A device whose last good backup is older than this many seconds is V(unbacked).
+    description: A device whose last good backup is older than this many seconds is V(unbacked). Not negative.
     type: int
     default: 93600
 notes:

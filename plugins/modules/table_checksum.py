@@ -95,8 +95,11 @@ options:
     description:
       - Write each device's result to C(<results_dir>/<device_id>.json) (atomically), where the
         status collector and M(edgefleet.mysql_backup.fleet_status) pick it up.
+      - The directory must exist. Not written in check mode; RV(written) lists the files.
     type: path
 notes:
+  - The timeouts and limits (O(connect_timeout), O(until_timeout), O(lock_timeout),
+    O(locate_max_rows), O(locate_limit)) must not be negative.
   - MariaDB replicas only (the check relies on C(START REPLICA ... UNTIL master_gtid_pos)).
   - O(login_user) needs C(SUPER) or C(REPLICATION SLAVE ADMIN) on the replica instances to stop
     and start channels; O(source_user) needs only C(SELECT) on the devices.
