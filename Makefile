@@ -68,7 +68,7 @@ demo: lab-up ## Lab + site.yml + a row written on each device shown on the cloud
 
 lint: venv ## yamllint + ansible-lint (production profile, offline)
 	yamllint -s .
-	python scripts/role-docs --check --defaults-only
+	python scripts/role-docs --check
 	# Molecule leaves a copy of this collection there; ansible-lint would resolve modules from it.
 	$(LAB_LOCK) rm -rf $(HOME)/.ansible/collections/ansible_collections/edgefleet
 	ansible-lint
