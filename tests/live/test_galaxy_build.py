@@ -31,6 +31,8 @@ import tarfile
 import pytest
 import yaml
 
+from tests.support.lab import _plain
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 COLLECTION = "edgefleet.mysql_backup"
@@ -85,17 +87,6 @@ def _repository_files(tree):
                 continue
             found.add(os.path.relpath(os.path.join(base, name), ROOT))
     return found
-
-
-def _plain(value):
-    """ansible-inventory --list marks strings from the registry as {"__ansible_unsafe": ...}."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 @pytest.fixture(scope="module")
