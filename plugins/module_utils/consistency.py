@@ -37,7 +37,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (  # noqa: F401 pylint: disable=unused-import
     HAS_PYMYSQL, connect_pymysql,
 )
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import parse_status_row
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import REPLICA_LOCK_NAME, parse_status_row
 
 # Data types hashed through HEX() (their bytes); every other type through CAST(... AS CHAR).
 HEX_TYPES = frozenset([
@@ -46,7 +46,7 @@ HEX_TYPES = frozenset([
     'point', 'linestring', 'polygon', 'multipoint', 'multilinestring', 'multipolygon',
     'geometrycollection', 'inet6', 'uuid', 'inet4',
 ])
-LOCK_NAME = 'edgefleet.mysql_backup.replication_source'
+LOCK_NAME = REPLICA_LOCK_NAME
 TABLE_STATUSES = ('same', 'differs', 'missing_on_replica', 'missing_on_device',
                   'columns_differ')
 

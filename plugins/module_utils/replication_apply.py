@@ -24,7 +24,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect imp
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import ConnectError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.replication_state import (
-    PlanError, diagnose, parse_gtid_pos, plan_channels, read_channel_statuses,
+    REPLICA_LOCK_NAME, PlanError, diagnose, parse_gtid_pos, plan_channels, read_channel_statuses,
 )
 
 
@@ -78,7 +78,7 @@ def read_stored_passwords(session):
     return passwords
 
 
-LOCK_NAME = 'edgefleet.mysql_backup.replication_source'
+LOCK_NAME = REPLICA_LOCK_NAME
 
 
 def settled(status):

@@ -218,6 +218,10 @@ def applied_pos(gtid_io_pos, gtid_slave_pos):
 # Desired state
 # ---------------------------------------------------------------------------------------
 
+# The server-wide named lock (GET_LOCK) that serialises replication_source runs and the consistency
+# check on one replica: both stop and start channels, so they must never interleave.
+REPLICA_LOCK_NAME = 'edgefleet.mysql_backup.replication_source'
+
 CONFIG_KEYS = ('source_host', 'source_port', 'source_user', 'use_gtid', 'connect_retry',
                'retry_count', 'heartbeat_period', 'delay', 'ssl', 'ssl_ca', 'ssl_capath',
                'ssl_cert', 'ssl_key', 'ssl_cipher', 'ssl_crl', 'ssl_verify_server_cert')
