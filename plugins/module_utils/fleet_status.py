@@ -405,15 +405,3 @@ def merge_reports(reports, generated_at=None):
         generated_at = max(stamps) if stamps else int(time.time())
     return make_report(records, hosts, generated_at, thresholds)
 
-
-# Renderings moved to fleet_status_render.py; callers that still ask this module for them get
-# them from there (imported on first use: fleet_status_render imports this module).
-_MOVED_TO_RENDER = frozenset(('format_bytes', 'format_ts', 'summary_line', 'TABLE_COLUMNS', 'table_rows',
-                              'render_table', 'METRICS', 'render_metrics', 'render_json'))
-
-
-def __getattr__(name):
-    if name in _MOVED_TO_RENDER:
-        from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_status_render
-        return getattr(fleet_status_render, name)
-    raise AttributeError('module %r has no attribute %r' % (__name__, name))

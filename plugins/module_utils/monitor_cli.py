@@ -26,7 +26,7 @@ import os
 import sys
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import (
-    consistency, fleet_status, fleet_status_collect, fleet_status_html,
+    consistency, fleet_status_collect, fleet_status_html, fleet_status_render,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     Dialect,
@@ -50,23 +50,23 @@ def cmd_collect(config, _args):
     report = collect_report(config)
     outputs = config.get('outputs') or {}
     if outputs.get('metrics'):
-        fleet_status_collect.write_atomic(outputs['metrics'], fleet_status.render_metrics(report))
+        fleet_status_collect.write_atomic(outputs['metrics'], fleet_status_render.render_metrics(report))
     if outputs.get('json'):
-        fleet_status_collect.write_atomic(outputs['json'], fleet_status.render_json(report))
+        fleet_status_collect.write_atomic(outputs['json'], fleet_status_render.render_json(report))
     if outputs.get('html'):
         fleet_status_collect.write_atomic(outputs['html'], fleet_status_html.render_html(
             report, title=config.get('html_title') or 'edgefleet status',
             refresh=config.get('html_refresh', 60)))
-    sys.stdout.write(fleet_status.summary_line(report['summary']) + '\n')
+    sys.stdout.write(fleet_status_render.summary_line(report['summary']) + '\n')
     return 0
 
 
 def cmd_status(config, args):
     report = collect_report(config)
     if args.json:
-        sys.stdout.write(fleet_status.render_json(report))
+        sys.stdout.write(fleet_status_render.render_json(report))
     else:
-        sys.stdout.write(fleet_status.render_table(report))
+        sys.stdout.write(fleet_status_render.render_table(report))
     return 0
 
 
