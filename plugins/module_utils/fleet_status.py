@@ -404,4 +404,3 @@ def merge_reports(reports, generated_at=None):
         stamps = [h.get('collected_at') for h in hosts if h.get('collected_at')]
         generated_at = max(stamps) if stamps else int(time.time())
     return make_report(records, hosts, generated_at, thresholds)
-
