@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Zero-touch enrollment: request validation, enrollment tokens, the enroll transaction.
 
-Pure logic shared by the enrollment service (``roles/enrollment/files/edgefleet_enroll``), its
+Pure logic shared by the enrollment service (``module_utils/enrollment_service``), its
 CLI and the tests. Nothing here imports a web framework.
 
 * A device sends ``{token, device_id, site, labels, tunnel_public_key, host_public_key}``;
