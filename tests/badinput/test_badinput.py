@@ -6,11 +6,12 @@ The pure logic behind many of these cases is unit-tested by its owners (referenc
 here the same inputs arrive the way an operator or AWX would send them.
 """
 import json
+import os
 import re
 
 import pytest
 
-from tests.badinput.support import ansible_inventory, ansible_module, snapshot, write_fleet
+from tests.badinput.support import VENV_BIN, ansible_inventory, ansible_module, run, snapshot, write_fleet
 
 CLOUD = "cloud_hosts:\n  - {name: c1, address: 192.0.2.100}\n"
 
@@ -160,3 +161,32 @@ def test_registry_vars_cannot_override_allocated_ids(tmp_path):
     hostvars = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]["_meta"]["hostvars"]
     ids = [hostvars[d]["edgefleet_server_id"] for d in ("dev1", "dev2")]
     assert len(set(ids)) == 2, f"server_id clash through registry vars: {ids}"
+
+
+# Listeners a role adds on a cloud host must never bind every address (devices reach that host):
+# each case stops at the role's first task, before anything is installed.
+LISTEN_CASES = {
+    "nginx on a bare port": ("monitoring", {"monitoring_nginx_listen": ["80"]}, "admin address): 80."),
+    "nginx on [::]": ("monitoring", {"monitoring_nginx_listen": ["127.0.0.1:8088", "[::]:8088"]},
+                      "admin address): [::]:8088."),
+    "node_exporter on 0.0.0.0": ("monitoring", {"monitoring_node_exporter_listen_address": "0.0.0.0:9100"},
+                                 "admin address): 0.0.0.0:9100."),
+    "node_exporter with no host": ("monitoring", {"monitoring_node_exporter_listen_address": ":9100"},
+                                   "admin address): :9100."),
+    "enrollment on ::": ("enrollment", {"enrollment_listen_address": "::"}, "never a wildcard"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LISTEN_CASES))
+def test_role_refuses_a_listener_on_every_address(tmp_path, case):
+    role, settings, message = LISTEN_CASES[case]
+    marker = tmp_path / "untouched"
+    # --check: should the refusal ever regress, the role still changes nothing on this machine.
+    rc, out = run([os.path.join(VENV_BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local", "--check",
+                   "-m", "ansible.builtin.include_role", "-a", "name=edgefleet.mysql_backup.%s" % role,
+                   "-e", json.dumps(dict(settings, monitoring_devices=[], monitoring_instances=[],
+                                         enrollment_registry={"type": "file", "path": str(marker)},
+                                         enrollment_cloud_hosts={}, edgefleet_replication_password="unused"))])
+    assert rc != 0, out
+    assert message in out, out
+    assert not marker.exists()
