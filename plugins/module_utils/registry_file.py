@@ -68,15 +68,6 @@ def file_lock(path, timeout=60.0):
         os.close(fd)  # closing releases the lock
 
 
-def _load_yaml_file(path, what):
-    try:
-        with open(path, 'rb') as handle:
-            data = handle.read()
-    except (IOError, OSError) as exc:
-        raise FleetError('%s %s cannot be read: %s' % (what, path, exc))
-    return _load_yaml_text(data, path, what)
-
-
 def _load_yaml_text(data, path, what):
     try:
         return _yaml.load(data, Loader=_FastLoader)
@@ -206,7 +197,7 @@ class FileRegistry(RegistryBackend):
         try:
             doc = json.loads(data)
         except ValueError:
-            doc = _load_yaml_file(self.alloc_path, 'allocation file')  # hand-edited into plain YAML
+            doc = _load_yaml_text(data, self.alloc_path, 'allocation file')  # hand-edited into plain YAML
         return state_from_doc(doc, self.alloc_path)
 
     def get_allocation(self, dev_id):
