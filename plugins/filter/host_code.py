@@ -182,28 +182,30 @@ def _resolve_or_fail(modules, filter_name):
         raise AnsibleFilterError('%s: %s' % (filter_name, exc)) from exc
 
 
+def _shipped(modules, lib_dir, filter_name):
+    """(target path, source path) of every file host_code_files ships, without reading them."""
+    _check_lib_dir(lib_dir)
+    files, stand_ins = _resolve_or_fail(modules, filter_name)
+    shipped = [('%s/%s/%s' % (lib_dir, HOST_PACKAGE_DIR, rel.replace(os.sep, '/')), rel) for rel in files]
+    shipped += [('%s/%s' % (lib_dir, target), stand_in) for target, stand_in in sorted(stand_ins.items())]
+    return shipped
+
+
 def host_code_files(modules, lib_dir):
     """file_set entries of the modules, what they import and their stand-ins, below lib_dir."""
-    _check_lib_dir(lib_dir)
-    files, stand_ins = _resolve_or_fail(modules, 'host_code_files')
     entries = []
-    for rel in files:
-        with open(os.path.join(MODULE_UTILS, rel), encoding='utf-8') as handle:
-            entries.append(dict(FILE_ATTRIBUTES, path='%s/%s/%s' % (lib_dir, HOST_PACKAGE_DIR, rel.replace(os.sep, '/')),
-                                content=handle.read()))
-    for target, stand_in in sorted(stand_ins.items()):
-        with open(os.path.join(MODULE_UTILS, stand_in), encoding='utf-8') as handle:
-            entries.append(dict(FILE_ATTRIBUTES, path='%s/%s' % (lib_dir, target), content=handle.read()))
+    for path, source in _shipped(modules, lib_dir, 'host_code_files'):
+        with open(os.path.join(MODULE_UTILS, source), encoding='utf-8') as handle:
+            entries.append(dict(FILE_ATTRIBUTES, path=path, content=handle.read()))
     return sorted(entries, key=lambda entry: entry['path'])
 
 
 def host_code_directories(modules, lib_dir):
     """file_set directory entries for host_code_files: lib_dir and every directory below it that
-    holds a shipped file, parents first."""
-    _check_lib_dir(lib_dir)
+    holds a shipped file, parents first. Only the paths: the files' contents are not read."""
     directories = set([lib_dir])
-    for entry in host_code_files(modules, lib_dir):
-        parent = os.path.dirname(entry['path'])
+    for path, _source in _shipped(modules, lib_dir, 'host_code_directories'):
+        parent = os.path.dirname(path)
         while parent != lib_dir:
             directories.add(parent)
             parent = os.path.dirname(parent)
