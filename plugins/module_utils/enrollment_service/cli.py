@@ -27,7 +27,7 @@ import sys
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import atomic_write
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.atomic_file import atomic_write
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import enrollment
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.enrollment_service.settings import Settings
