@@ -153,5 +153,8 @@ def build(devices, cloud_hosts, state, options=None):
         if replica:
             hv['edgefleet_cloud_replica_ports'] = format_port_ranges(replica)
         hosts[name] = hv
-        groups['cloud'].append(name)
+        if (host['vars'] or {}).get('edgefleet_lost'):  # declared lost by failover.yml: no play targets it
+            groups.setdefault('lost_cloud', []).append(name)
+        else:
+            groups['cloud'].append(name)
     return {'hosts': hosts, 'groups': groups, 'warnings': warnings}

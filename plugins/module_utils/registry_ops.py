@@ -180,3 +180,68 @@ def update_cloud_host(registry, name, fields, absent=False, check_mode=False, at
             return changed, before, cloud_host_to_raw(new)
 
     return with_retries(attempt, attempts)
+
+
+def lost_mark(host):
+    """The failover record a cloud host carries in its registry ``vars`` (``edgefleet_lost``), or None."""
+    return ((host or {}).get('vars') or {}).get('edgefleet_lost') or None
+
+
+def run_failover(registry, policy, lost, alive=False, force=False, check_mode=False, now=None, attempts=5):
+    """Declare cloud host ``lost`` gone for good and move its active devices onto the surviving hosts.
+
+    One registry transaction, never contacting the lost host: the host is marked lost (``drain:
+    true``, so the allocator never picks it again, and ``vars.edgefleet_lost = {at, devices}``, the
+    failover's journal: which devices came from it), then every active device still allocated on
+    it gets a new placement by capacity on the other, non-draining hosts (sticky server_id and
+    gtid_domain_id, new ports; see :func:`allocation.move`). The mark is written before the
+    allocation, so an interrupted run is finished by the next one. A host already marked lost is
+    finished again (nothing changes when nothing is left to move).
+
+    Refusals (:class:`FleetError`, nothing written): an unknown host; ``alive`` (its sshd answered)
+    unless ``force`` or it is already marked lost; no surviving host, or not enough capacity.
+    Returns ``(result, mark, changed)``: the move result, the lost mark, whether anything changed.
+    """
+    now = time.time() if now is None else now
+    stamp = alloc_lib.iso(now)
+
+    def attempt():
+        with registry.transaction(write=not check_mode) as tx:
+            devices, hosts = tx.load_registry()
+            state = tx.load_state()
+            host = next((h for h in hosts if h['name'] == lost), None)
+            if host is None:
+                raise FleetError('cloud host %s: not in the registry %s (field "failover_host")'
+                                 % (lost, registry.describe()))
+            mark = lost_mark(host)
+            if alive and not force and mark is None:
+                raise FleetError('cloud host %s still answers SSH: it is not lost. Fail over only a host that is gone '
+                                 'for good (or pass failover_force=true after making sure it can never come back '
+                                 'with its old tunnels and replicas); to move devices off a live host use '
+                                 'rebalance.yml -e drain_host=%s' % (lost, lost))
+            ids = alloc_lib.devices_on(state, devices, lost)
+            survivors = [h['name'] for h in hosts if h['name'] != lost and not h.get('drain')]
+            if ids and not survivors:
+                raise FleetError('no surviving capacity for the %d device(s) of lost cloud host %s: no other cloud host '
+                                 'takes devices (add one to the registry, or set drain: false on one)'
+                                 % (len(ids), lost))
+            view = [dict(h, drain=True) if h['name'] == lost else h for h in hosts]
+            try:
+                result = alloc_lib.move(devices, view, policy, state, ids, target=None, now=now, copy_state=False)
+            except FleetError as exc:
+                raise FleetError('no surviving capacity for the devices of lost cloud host %s: %s' % (lost, exc))
+            known = list((mark or {}).get('devices') or [])
+            new_mark = {'at': (mark or {}).get('at') or stamp, 'devices': sorted(set(known) | set(ids))}
+            raw = cloud_host_to_raw(host)
+            raw['drain'] = True
+            raw['vars'] = dict(raw.get('vars') or {}, edgefleet_lost=new_mark)
+            new_host = normalize_cloud_host(raw)
+            changed = bool(result.changed) or new_host != host
+            if not check_mode:
+                if new_host != host:  # the mark first: a run interrupted after it is finished by the next
+                    tx.upsert_cloud_host(new_host)
+                if result.changed:
+                    tx.write_state(result, stamp)
+            return result, new_mark, changed
+
+    return with_retries(attempt, attempts)
