@@ -38,6 +38,7 @@ MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 # names. Any other ansible.* import is refused (ansible.module_utils.basic is for modules).
 STAND_INS = {
     'ansible.module_utils.common.yaml': 'ansible_yaml_stand_in.py',
+    'ansible.module_utils.common.text.converters': 'ansible_text_stand_in.py',
 }
 
 FILE_ATTRIBUTES = {'owner': 'root', 'group': 'root', 'mode': '0644'}

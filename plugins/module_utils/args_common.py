@@ -23,6 +23,12 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_conne
 )
 
 
+def spec_defaults(spec):
+    """The values AnsibleModule would fill in for options not given: how a host program (no
+    AnsibleModule there) calls logic written for module params, e.g. module_utils/reseed.py."""
+    return dict((name, option.get('default')) for name, option in spec.items())
+
+
 def replica_sockets_argument_spec():
     """The replica instances of the host a module runs on: their socket directory and one login."""
     return dict(

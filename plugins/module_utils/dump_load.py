@@ -301,3 +301,38 @@ def load_file(argv, path, renames=None):
         raise DumpLoadError('%s failed (exit %d) loading %s: %s' % (
             os.path.basename(argv[0]), proc.returncode, path, output.decode('utf-8', 'replace').strip()[-1500:]))
     return size
+
+
+def copy_schemas(purpose, databases, path, dump=None, load=None, rename_prefix='', replace=False,
+                 keep=True, loaded_marker=None):
+    """Dump ``databases`` into ``path`` (``dump``: login_* options of the source), load ``path``
+    into a replica (``load``: login_unix_socket, login_user), or both: the schema_copy module and
+    the cloud hosts' automatic repair (module_utils/auto_repair.py) share this sequence.
+
+    With ``replace`` the target schemas (renamed to ``rename_prefix`` + name) are dropped first;
+    the file is removed after a load unless ``keep``. Returns the result (changed, gtid_pos for a
+    seed, loaded_bytes); raises DumpLoadError."""
+    result = {'changed': True}
+    try:
+        if dump:
+            argv = dump_argv(purpose, databases, socket=dump.get('login_unix_socket'),
+                             host=dump.get('login_host'), port=dump.get('login_port'),
+                             user=dump.get('login_user')) if databases else None
+            result.update(dump_to_file(argv, path, password=dump.get('login_password'),
+                                       gtid=purpose == 'seed' and argv is not None))
+            if purpose == 'seed':
+                result.setdefault('gtid_pos', '')
+        if load:
+            client = load_argv(socket=load['login_unix_socket'], user=load.get('login_user') or 'root')
+            prefix = rename_prefix or ''
+            renames = dict((db, prefix + db) for db in databases) if prefix else {}
+            if replace:
+                run_statements(client, drop_statements([renames.get(db, db) for db in databases]))
+            result['loaded_bytes'] = load_file(client, path, renames)
+            if loaded_marker:
+                with open(loaded_marker, 'a'):
+                    pass
+    finally:
+        if load and not keep and os.path.exists(path):
+            os.unlink(path)
+    return result

@@ -25,6 +25,7 @@ import time
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (  # noqa: F401 pylint: disable=unused-import
     device_records_error,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.auto_repair import repair_view
 
 # Device states, worst first. The table, the JSON, the page and the metrics sort by this.
 STATES = ('error', 'offline', 'stopped', 'lagging', 'unbacked', 'ok', 'inactive')
@@ -280,13 +281,16 @@ def classify(record):
     if backup['state'] != 'ok':
         state = worse('unbacked')
         problems.append(backup['problem'])
+    repair = record.get('repair') or {}
+    if repair.get('problem'):
+        problems.append(repair['problem'])
     record['state'] = state
     record['problems'] = problems
     return record
 
 
 def build_record(device, cloud_host, listening, channel, instance_error, backup_doc,
-                 consistency_doc, now, thresholds=None):
+                 consistency_doc, now, thresholds=None, repair_doc=None):
     """One device record from an allocation record and what the cloud host observed.
 
     ``listening`` is a set of TCP ports listening on the cloud host's loopback.
@@ -313,6 +317,7 @@ def build_record(device, cloud_host, listening, channel, instance_error, backup_
         'replication': channel_view(channel, instance_error),
         'backup': backup_view(backup_doc, now, limits['backup_max_age']),
         'consistency': consistency_view(consistency_doc),
+        'repair': repair_view(repair_doc),
     }
     return classify(record)
 

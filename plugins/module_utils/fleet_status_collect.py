@@ -46,6 +46,7 @@ DEFAULTS = {
     'connect_timeout': 5,
     'backup_status_dir': '/var/lib/edgefleet/backup/status',
     'consistency_dir': '/var/lib/edgefleet/consistency',
+    'repair_dir': '/var/lib/edgefleet/repair',
     # Replica instances read in parallel (instance mode: one small server per device).
     'workers': 8,
 }
@@ -180,8 +181,9 @@ def collect(devices, instances, cloud_host, options=None, now=None, listening=No
             channel, error = info['channels'].get(channel_key(channel_name)), None
         backup = read_json_file(os.path.join(opts['backup_status_dir'], '%s.json' % device['id']))
         checked = read_json_file(os.path.join(opts['consistency_dir'], '%s.json' % device['id']))
+        repaired = read_json_file(os.path.join(opts['repair_dir'], '%s.json' % device['id']))
         records.append(build_record(device, cloud_host, listening, channel, error, backup,
-                                    checked, now, opts))
+                                    checked, now, opts, repair_doc=repaired))
     host = {
         'cloud_host': cloud_host,
         'collected_at': int(now),

@@ -143,6 +143,11 @@ METRICS = (
      'Unix time of the last consistency check; 0 never.'),
     ('edgefleet_consistency_tables_differing',
      'Tables that differed between device and replica in the last check; -1 when unknown.'),
+    ('edgefleet_auto_repair_last_attempt_timestamp_seconds',
+     'Unix time of the last automatic repair attempt; 0 never (opt-in, edgefleet-monitor repair).'),
+    ('edgefleet_auto_repair_failed', '1 when the last automatic repair attempt failed.'),
+    ('edgefleet_auto_repair_deferred',
+     '1 when a repair is needed but waits (rate limit, retry delay or device offline).'),
     ('edgefleet_replica_instance_up', '1 when the replica instance answers on its socket.'),
     ('edgefleet_status_collect_timestamp_seconds', 'Unix time the status was collected.'),
     ('edgefleet_status_collect_duration_seconds', 'Seconds the collection took.'),
@@ -219,6 +224,13 @@ def render_metrics(report):
         differing = consistency['tables_differing']
         series['edgefleet_consistency_tables_differing'].append(
             (base, -1 if differing is None else differing))
+        repair = record.get('repair') or {}
+        if repair.get('state', 'none') != 'none':
+            series['edgefleet_auto_repair_last_attempt_timestamp_seconds'].append(
+                (base, repair.get('attempt_ts') or 0))
+            series['edgefleet_auto_repair_failed'].append(
+                (base, repair.get('last_result') == 'failed'))
+            series['edgefleet_auto_repair_deferred'].append((base, repair.get('state') == 'deferred'))
     for host in report.get('hosts') or []:
         host_labels = [('cloud_host', host.get('cloud_host', ''))]
         for instance in host.get('instances') or []:

@@ -126,7 +126,6 @@ loaded_bytes:
   type: int
 '''
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -136,32 +135,10 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import dump
 
 def run(params):
     """Dump, load or both as the params say; returns the module result (raises DumpLoadError)."""
-    result = {'changed': True}
-    path, databases = params['path'], params['databases']
-    source, target = params['dump'], params['load']
-    try:
-        if source:
-            argv = D.dump_argv(params['purpose'], databases, socket=source['login_unix_socket'],
-                               host=source['login_host'], port=source['login_port'],
-                               user=source['login_user']) if databases else None
-            result.update(D.dump_to_file(argv, path, password=source['login_password'],
-                                         gtid=params['purpose'] == 'seed' and argv is not None))
-            if params['purpose'] == 'seed':
-                result.setdefault('gtid_pos', '')
-        if target:
-            client = D.load_argv(socket=target['login_unix_socket'], user=target['login_user'])
-            prefix = params['rename_prefix'] or ''
-            renames = dict((db, prefix + db) for db in databases) if prefix else {}
-            if params['replace']:
-                D.run_statements(client, D.drop_statements([renames.get(db, db) for db in databases]))
-            result['loaded_bytes'] = D.load_file(client, path, renames)
-            if params['loaded_marker']:
-                with open(params['loaded_marker'], 'a'):
-                    pass
-    finally:
-        if target and not params['keep'] and os.path.exists(path):
-            os.unlink(path)
-    return result
+    return D.copy_schemas(params['purpose'], params['databases'], params['path'], dump=params['dump'],
+                          load=params['load'], rename_prefix=params['rename_prefix'],
+                          replace=params['replace'], keep=params['keep'],
+                          loaded_marker=params['loaded_marker'])
 
 
 def main():
