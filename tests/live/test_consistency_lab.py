@@ -7,6 +7,7 @@ the replica so the next check is clean. Everything is put back, even on failure.
     flock /tmp/edgefleet-lab.lock python -m pytest -m lab tests/live/test_consistency_lab.py
 """
 import json
+import pathlib
 import subprocess
 import time
 
@@ -109,3 +110,76 @@ def test_row_changed_on_the_replica_is_found_then_resync_repairs_it(target, tmp_
     lab_host(target).check_output("mariadb -e %s", f"INSERT INTO app.{PROBE} VALUES (4, 'four', 4)")
     wait_for(lambda: on_replica(target, f"SELECT COUNT(*) FROM `{schema}`.{PROBE} WHERE id = 4") == [["1"]],
              60, "row 4 replicated after the re-seed")
+
+
+def repair_file(cloud, device):
+    doc = cloud.file(f"/var/lib/edgefleet/repair/{device}.json")
+    return json.loads(doc.content_string) if doc.exists else None
+
+
+def test_auto_repair_only_for_opted_in_devices_and_rate_limited(target):
+    """monitoring_auto_repair: the opted-in device's diverged replica is re-seeded by the cloud host
+    itself right after the consistency check; a device not opted in stays as it is; when the hourly
+    budget is spent, another diverged device waits, reported as deferred in the status and metrics."""
+    other = DEVICES[0]
+    cloud_name = hostvars(target)["edgefleet_cloud_host"]
+    assert hostvars(other)["edgefleet_cloud_host"] == cloud_name
+    cloud = lab_host(cloud_name)
+    host_vars = pathlib.Path(ROOT, "inventories", "lab", "host_vars", f"{target}.yml")
+    host_vars.parent.mkdir(exist_ok=True)
+    host_vars.write_text("---\n# Written by tests/live/test_consistency_lab.py (removed at its end).\n"
+                         "edgefleet_auto_repair: true\n")
+    try:
+        proc, took = playbook("playbooks/monitoring.yml", "-e", "monitoring_auto_repair_max_per_hour=1")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        config = json.loads(cloud.file("/etc/edgefleet/monitoring.json").content_string)
+        assert {d["id"]: d["auto_repair"] for d in config["devices"]} == {target: True, other: False}
+        assert cloud.service("edgefleet-repair.timer").is_running
+        cloud.check_output("systemctl stop edgefleet-repair.service; rm -f /var/lib/edgefleet/repair/*.json")
+
+        for device in (target, other):
+            on_replica(device, f"SET SESSION sql_log_bin=0; UPDATE `{replica_schema(device)}`.{PROBE} "
+                               "SET qty = 20 WHERE id = 2")
+        started = time.time()
+        cloud.check_output("systemctl start edgefleet-consistency.service")
+        checked = time.time()
+        wait_for(lambda: (repair_file(cloud, target) or {}).get("state") in ("repaired", "failed"), 240,
+                 f"the automatic repair of {target}")
+        repaired = time.time()
+        doc = repair_file(cloud, target)
+        assert doc["state"] == "repaired", doc
+        assert "consistency check ok" in doc["detail"]
+        assert on_replica(target, f"SELECT qty FROM `{replica_schema(target)}`.{PROBE} WHERE id = 2") == [["2"]]
+        assert result_file(target)["state"] == "ok"
+        print(f"auto repair of {target}: check {checked - started:.1f} s, re-seed + re-check "
+              f"{repaired - checked:.1f} s after the check ended")
+        # not opted in: found, reported, untouched
+        assert repair_file(cloud, other) is None
+        assert result_file(other)["state"] == "diverged"
+        assert on_replica(other, f"SELECT qty FROM `{replica_schema(other)}`.{PROBE} WHERE id = 2") == [["20"]]
+        # replication runs on after the re-seed
+        lab_host(target).check_output("mariadb -e %s", f"INSERT INTO app.{PROBE} VALUES (5, 'five', 5)")
+        wait_for(lambda: on_replica(target, f"SELECT COUNT(*) FROM `{replica_schema(target)}`.{PROBE} "
+                                            "WHERE id = 5") == [["1"]], 60, "row 5 replicated after the repair")
+
+        # A storm: the other device opted in too, but this host's hourly budget (1) is spent.
+        wait_for(lambda: not cloud.service("edgefleet-repair.service").is_running, 120, "the repair run to end")
+        cloud.check_output(
+            "python3 -c %s", "import json; p='/etc/edgefleet/monitoring.json'; c=json.load(open(p)); "
+            "[d.update(auto_repair=True) for d in c['devices']]; json.dump(c, open(p, 'w'))")
+        out = cloud.check_output("edgefleet-monitor repair")
+        assert f"{other}: deferred" in out and "rate limit" in out, out
+        assert repair_file(cloud, other)["state"] == "deferred"
+        report = json.loads(cloud.file("/var/www/edgefleet-status/status.json").content_string)
+        record = [d for d in report["devices"] if d["device"] == other][0]
+        assert any(p.startswith("automatic repair deferred: rate limit") for p in record["problems"]), record
+        metrics = cloud.file("/var/lib/prometheus/node-exporter/edgefleet.prom").content_string
+        assert any(line.startswith("edgefleet_auto_repair_deferred{device=\"%s\"" % other) and line.endswith(" 1")
+                   for line in metrics.splitlines()), metrics
+        assert on_replica(other, f"SELECT qty FROM `{replica_schema(other)}`.{PROBE} WHERE id = 2") == [["20"]]
+    finally:
+        host_vars.unlink(missing_ok=True)
+        on_replica(other, f"SET SESSION sql_log_bin=0; UPDATE `{replica_schema(other)}`.{PROBE} SET qty = 2 WHERE id = 2")
+        cloud.run("systemctl stop edgefleet-repair.timer edgefleet-repair.service; rm -f /var/lib/edgefleet/repair/*.json")
+        proc, _took = playbook("playbooks/monitoring.yml")
+        assert proc.returncode == 0, proc.stdout[-3000:]
