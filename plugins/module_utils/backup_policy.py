@@ -499,3 +499,48 @@ def record_verify(status, ok, now, detail, file_name=None):
     status.update(last_verify_ts=int(now), last_verify_ok=ok, last_verify_detail=(detail or '')[:2000],
                   last_verify_file=file_name)
     return status
+
+
+# ---------------------------------------------------------------------------------------
+# Offsite (restic) repositories
+# ---------------------------------------------------------------------------------------
+
+OFFSITE_BACKENDS = ('sftp', 's3')
+
+# What restic says when it cannot open a repository, by cause. Only "missing" lets the
+# program create the repository; every other cause is reported and nothing is written.
+_RESTIC_OPEN_FAILURES = (
+    ('credentials', ('access key id you provided does not exist', 'access key ID you provided does not exist',
+                     'signature we calculated does not match', 'invalidaccesskeyid', 'signaturedoesnotmatch',
+                     'access denied', 'accessdenied', 'forbidden', 'wrong password', 'permission denied (publickey')),
+    ('tls', ('x509:', 'certificate signed by unknown authority', 'tls: ', 'certificate is not valid')),
+    ('unreachable', ('connection refused', 'no route to host', 'i/o timeout', 'no such host',
+                     'network is unreachable', 'connection reset')),
+    ('missing', ('the specified bucket does not exist', 'the specified key does not exist', 'nosuchbucket',
+                 'nosuchkey', 'no such file or directory', 'repository does not exist')),
+)
+
+
+def restic_open_failure(text):
+    """Why restic could not open a repository, from its error text: 'credentials', 'tls',
+    'unreachable', 'missing' (nothing there yet: may be initialised) or 'other'. Causes are
+    tried in that order, so a refused key whose message says "does not exist" is never taken
+    for a missing repository."""
+    lowered = (text or '').lower()
+    for cause, needles in _RESTIC_OPEN_FAILURES:
+        if any(needle.lower() in lowered for needle in needles):
+            return cause
+    return 'other'
+
+
+def offsite_repository(offsite, host=None):
+    """The restic repository of cloud host ``host`` (this host's own when None): the
+    configuration's ``repository_pattern`` with {host} replaced, else its ``repository``."""
+    pattern = offsite.get('repository_pattern')
+    if host is None or not pattern:
+        if host is not None and not pattern:
+            raise PolicyError('the offsite configuration has no repository_pattern: cannot open the repository of %s' % host)
+        return offsite['repository']
+    if not re.match(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$', host):
+        raise PolicyError('not a host name: %r' % (host,))
+    return pattern.replace('{host}', host)

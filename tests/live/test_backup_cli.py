@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.live.support import wait_for
+from tests.support.seaweedfs import seaweedfs
 from tests.support.mariadb import mariadb_server
 
 pytestmark = pytest.mark.mariadb
@@ -603,6 +604,113 @@ def test_offsite_copy_to_a_restic_repository(tmp_path, fleet):
     assert copy.read_bytes() == (tmp_path / 'backup' / 'logical' / 'dev1' / name).read_bytes()
     offsite = json.loads((tmp_path / 'backup' / 'offsite.json').read_text())
     assert offsite['last_attempt_ok'] is True
+
+
+@pytest.fixture(scope='module')
+def s3():
+    """A real S3-compatible store (SeaweedFS) on loopback with TLS from a throwaway CA."""
+    with seaweedfs('127.0.0.1') as store:
+        yield store
+
+
+def s3_offsite(tmp_path, s3, secret=None, cacert=True, bucket='edgefleet-live'):
+    password = tmp_path / 'restic.pass'
+    password.write_text('not-a-real-secret\n')
+    password.chmod(0o600)
+    creds = tmp_path / 's3.json'
+    creds.write_text(json.dumps({'access_key_id': s3['access_key_id'],
+                                 'secret_access_key': secret or s3['secret_access_key']}))
+    creds.chmod(0o600)
+    base = 's3:%s/%s/%s/' % (s3['endpoint'], bucket, tmp_path.name)
+    return {'enabled': True, 'backend': 's3', 'repository': base + os.uname().nodename, 'repository_pattern': base + '{host}',
+            'credentials_file': str(creds), 'cacert': s3['ca_file'] if cacert else '', 'password_file': str(password),
+            'cache_dir': str(tmp_path / 'cache'), 'keep_last': 5}
+
+
+def test_offsite_s3_push_then_fetch_on_a_fresh_host_and_restore(tmp_path, fleet, s3):
+    """Push to the object store over TLS; a second host (empty backup dir) lists the first
+    host's snapshots, fetches dev1's backups from them and restores one into scratch schemas
+    with every checksum equal; a second fetch brings nothing."""
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    old.mkdir()
+    new.mkdir()
+    offsite = s3_offsite(tmp_path, s3)
+    config = make_config(old, fleet, offsite=offsite)
+    result = cli(config, 'run')
+    assert result['ok'] and result['offsite']['ok'] and result['offsite']['snapshot_id'], result
+    assert json.loads((old / 'backup' / 'offsite.json').read_text())['backend'] == 's3'
+    [name] = backups_of(old, 'dev1')
+    fresh = make_config(new, fleet, offsite=offsite, devices=[])
+    host = os.uname().nodename
+    snaps = cli(fresh, 'offsite', 'snapshots', '--from-host', host)
+    assert [s['host'] for s in snaps['snapshots']] == [host] and snaps['repository'] == offsite['repository']
+    dry = cli(fresh, 'offsite', 'fetch', '--device', 'dev1', '--from-host', host, '--dry-run')
+    assert dry['would_fetch'] == [name] and not (new / 'backup' / 'logical' / 'dev1').exists()
+    fetched = cli(fresh, 'offsite', 'fetch', '--device', 'dev1', '--from-host', host)
+    assert fetched['fetched'] == [name]
+    assert (new / 'backup' / 'logical' / 'dev1' / name).read_bytes() == (old / 'backup' / 'logical' / 'dev1' / name).read_bytes()
+    assert stat.S_IMODE(os.stat(new / 'backup' / 'logical' / 'dev1' / name).st_mode) == 0o640
+    assert cli(fresh, 'offsite', 'fetch', '--device', 'dev1', '--from-host', host)['fetched'] == []
+    shown = cli(fresh, 'show', '--device', 'dev1')
+    assert shown['file'] == name
+    restored = subprocess.run(PROGRAM + ['--json', '--quiet', 'restore', '--file', shown['path'], '--socket', fleet['ra'].socket,
+                                         '--prefix', 'edgefleet_restore_dev1_'], capture_output=True, text=True, check=False)
+    try:
+        out = json.loads(restored.stdout.strip().splitlines()[-1])
+        assert restored.returncode == 0 and out['ok'], restored.stdout + restored.stderr
+    finally:
+        fleet['ra'].execute('SET sql_log_bin=0', 'DROP DATABASE IF EXISTS edgefleet_restore_dev1_app')
+
+
+def test_offsite_s3_refused_credentials_untrusted_ca_and_unknown_backend_change_nothing(tmp_path, fleet, s3):
+    """A refused key or an untrusted certificate: the run keeps its local backups, the push
+    fails with the cause named, and no repository (no bucket) is created."""
+    bad = s3_offsite(tmp_path, s3, secret='wrong-secret', bucket='edgefleet-refused')
+    config = make_config(tmp_path, fleet, only_dev1=True, offsite=bad)
+    result = cli(config, 'run', check=False)
+    assert result['_rc'] == 1 and result['devices'][0]['ok'], result
+    assert 'refused the credentials' in result['offsite']['error'] and 'nothing was written' in result['offsite']['error']
+    untrusted = dict(s3_offsite(tmp_path, s3, bucket='edgefleet-refused'), cacert='')
+    config = make_config(tmp_path, fleet, only_dev1=True, offsite=untrusted)
+    result = cli(config, 'run', '--force', check=False)
+    assert result['_rc'] == 1 and 'TLS certificate' in result['offsite']['error'], result
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3['access_key_id'], AWS_SECRET_ACCESS_KEY=s3['secret_access_key'],
+               RESTIC_PASSWORD_FILE=bad['password_file'])
+    probe = subprocess.run(['restic', '--no-cache', '--cacert', s3['ca_file'], '-r', bad['repository'], 'cat', 'config'],
+                           env=env, capture_output=True, text=True, check=False)
+    assert probe.returncode != 0 and 'bucket does not exist' in probe.stderr, probe.stderr
+    assert len(backups_of(tmp_path, 'dev1')) == 2
+    unknown = make_config(tmp_path, fleet, only_dev1=True, offsite=dict(bad, backend='ftp'))
+    result = cli(unknown, 'run', check=False)
+    assert result['_rc'] == 1 and "unknown offsite backend 'ftp'" in result['error']
+    assert len(backups_of(tmp_path, 'dev1')) == 2
+
+
+def test_list_has_a_header_and_scratch_restores_are_listed_and_dropped(tmp_path, fleet):
+    config = make_config(tmp_path, fleet, only_dev1=True)
+    cli(config, 'run')
+    human = subprocess.run(PROGRAM + ['--config', config, 'list'], capture_output=True, text=True, check=True).stdout
+    assert human.splitlines()[0].split() == ['DEVICE', 'FILE', 'TAKEN', '(UTC)', 'BYTES', 'GTID', 'POSITION']
+    assert len(human.splitlines()) == 2
+    [name] = backups_of(tmp_path, 'dev1')
+    path = str(tmp_path / 'backup' / 'logical' / 'dev1' / name)
+    subprocess.run(PROGRAM + ['--quiet', 'restore', '--file', path, '--socket', fleet['ra'].socket,
+                              '--prefix', 'edgefleet_restore_dev1_'], check=True, capture_output=True)
+    try:
+        listed = cli(config, 'scratch', 'list', '--device', 'dev1')['schemas']
+        assert [(s['schema'], s['device'], s['kind']) for s in listed] == [('edgefleet_restore_dev1_app', 'dev1', 'restore')]
+        assert listed[0]['tables'] == 2
+        table = subprocess.run(PROGRAM + ['--config', config, 'scratch', 'list'], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+        assert table[0].split()[:3] == ['SCHEMA', 'KIND', 'DEVICE'] and 'edgefleet_restore_dev1_app' in table[1]
+        refused = cli(config, 'scratch', 'drop', '--device', 'dev1', '--schema', 'app', check=False)
+        assert refused['_rc'] == 1 and 'nothing was dropped' in refused['error']
+        assert 'app' in [r[0] for r in q(fleet['ra'], 'SHOW DATABASES')]
+        dropped = cli(config, 'scratch', 'drop', '--device', 'dev1')['dropped']
+        assert [d['schema'] for d in dropped] == ['edgefleet_restore_dev1_app']
+        assert cli(config, 'scratch', 'list')['schemas'] == []
+    finally:
+        fleet['ra'].execute('SET sql_log_bin=0', 'DROP DATABASE IF EXISTS edgefleet_restore_dev1_app')
 
 
 def test_position_and_data_agree_while_the_device_keeps_writing(tmp_path):

@@ -27,6 +27,9 @@ Commands (all read /etc/edgefleet/backup.json unless --config says otherwise):
   restore  load a backup into a MariaDB server (scratch schemas or a replacement device);
            needs no config file, so it also runs on a device
   status   per-device status (the monitoring contract files)
+  offsite  snapshots | fetch --device X [--from-host LOST_HOST]: the offsite repository, and a
+           device's backups brought back from it (onto a fresh cloud host)
+  scratch  list | drop --device X: scratch schemas of restore.yml's scratch restores
 
 Exit code: 0 when everything asked for succeeded, 1 when something failed, 2 on bad usage.
 """
@@ -52,8 +55,11 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.log 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.process import on_signal
 
 # Commands that change the backup directory take the host lock; the others only read.
-LOCKED_COMMANDS = {'run': commands.cmd_run, 'verify': commands.cmd_verify, 'prune': commands.cmd_prune}
+LOCKED_COMMANDS = {'run': commands.cmd_run, 'verify': commands.cmd_verify, 'prune': commands.cmd_prune,
+                   'offsite': commands.cmd_offsite, 'scratch': commands.cmd_scratch}
 READ_COMMANDS = {'list': commands.cmd_list, 'show': commands.cmd_show, 'status': commands.cmd_status}
+# Sub-commands that only read take no lock (offsite snapshots, fetch --dry-run, scratch list).
+READ_ONLY_SUBCOMMANDS = ('snapshots', 'list')
 
 
 def say(text):
@@ -73,9 +79,14 @@ def print_human(command, result):
                 {True: 'ok', False: 'FAILED', None: '-'}[s.get('last_attempt_ok')],
                 {True: 'ok', False: 'FAILED', None: '-'}[s.get('last_verify_ok')], s.get('last_error') or ''))
     elif command == 'list':
+        say('%-20s %-45s %20s %12s %s' % ('DEVICE', 'FILE', 'TAKEN (UTC)', 'BYTES', 'GTID POSITION'))
         for device in result['devices']:
             for b in device['backups']:
                 say('%-20s %-45s %20s %12s %s' % (device['device'], b['file'], b['time'], b['size_bytes'], b['position']))
+    elif command == 'scratch' and 'schemas' in result:
+        say('%-64s %-8s %-12s %7s %14s %s' % ('SCHEMA', 'KIND', 'DEVICE', 'TABLES', 'BYTES', 'SOCKET'))
+        for s in result['schemas']:
+            say('%-64s %-8s %-12s %7s %14s %s' % (s['schema'], s['kind'], s['device'] or '-', s['tables'], s['bytes'], s['socket']))
     else:
         say(json.dumps(result, indent=2, sort_keys=True))
 
@@ -117,6 +128,22 @@ def build_parser():
                          help='the target is a (replacement) device: re-enable events the replica disabled')
     restore.add_argument('--gtid-state', choices=('auto', 'skip'), default='skip',
                          help='auto: on a server with no binlog GTID of the device domain, continue from the backup position')
+    offsite = sub.add_parser('offsite', help='the offsite repository: snapshots, fetch a device\'s backups back')
+    offsite_sub = offsite.add_subparsers(dest='offsite_command', required=True)
+    snapshots = offsite_sub.add_parser('snapshots', help='snapshots of a host\'s repository')
+    snapshots.add_argument('--from-host', help='another cloud host\'s repository (same bucket/target and password)')
+    fetch = offsite_sub.add_parser('fetch', help='bring a device\'s backups from a repository into this host\'s backups')
+    fetch.add_argument('--device', required=True)
+    fetch.add_argument('--from-host', help='the repository of this (lost) cloud host instead of this host\'s own')
+    fetch.add_argument('--snapshot', default='latest', help='restic snapshot id (default: the host\'s latest)')
+    fetch.add_argument('--dry-run', action='store_true', help='only list what would be fetched')
+    scratch = sub.add_parser('scratch', help='scratch schemas left by restore.yml (or a killed verify)')
+    scratch_sub = scratch.add_subparsers(dest='scratch_command', required=True)
+    scratch_list = scratch_sub.add_parser('list', help='scratch schemas on the replica instances')
+    scratch_list.add_argument('--device', action='append')
+    scratch_drop = scratch_sub.add_parser('drop', help='drop a device\'s scratch restore schemas (edgefleet_restore_<device>_*)')
+    scratch_drop.add_argument('--device', action='append', required=True)
+    scratch_drop.add_argument('--schema', action='append', help='only these scratch schemas (also verify leftovers)')
     status = sub.add_parser('status', help='per-device status')
     status.add_argument('--device', action='append')
     return parser
@@ -136,10 +163,14 @@ def main(argv=None):
             config = load_config(args.config)
             configure(log_file=config.get('log_file'))
             ctx = Context(config, args.now)
-            if args.command in LOCKED_COMMANDS:
+            if args.command in LOCKED_COMMANDS and not (
+                    getattr(args, 'offsite_command', None) in READ_ONLY_SUBCOMMANDS or getattr(args, 'dry_run', False)
+                    or getattr(args, 'scratch_command', None) in READ_ONLY_SUBCOMMANDS):
                 ctx.mkdir(config['backup_dir'])
                 with host_lock(config['lock_file'], int(config['lock_wait'])):
                     result = LOCKED_COMMANDS[args.command](ctx, args)
+            elif args.command in LOCKED_COMMANDS:
+                result = LOCKED_COMMANDS[args.command](ctx, args)
             else:
                 result = READ_COMMANDS[args.command](ctx, args)
     except (BackupError, P.PolicyError, OSError) as exc:

@@ -14,7 +14,7 @@ import threading
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import backup_policy as P
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.client import Server
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.client import Server, sql_string
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.config import DEFAULT_TOOLS
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.dump import backup_device
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError
@@ -22,7 +22,8 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.file
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.listing import (
     describe, list_backups, newest_good_ts, newest_local_mtime, pick_devices)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.log import log
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.offsite import offsite_push, offsite_status_path
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.offsite import (
+    offsite_fetch, offsite_push, offsite_snapshots, offsite_status_path)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.physical import backup_instance
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.process import STOPPING, Worker
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.restore import load_backup, restore_file
@@ -259,3 +260,66 @@ def cmd_status(ctx, args):
         status = ctx.read_status(device['id'])
         out.append(status)
     return {'devices': out, 'ok': all(s.get('last_attempt_ok') is not False for s in out)}
+
+
+def cmd_offsite(ctx, args):
+    """offsite snapshots | fetch: what a host's repository holds, and one device's backups
+    brought back from it (onto this host, e.g. a fresh cloud host after a lost one)."""
+    if args.offsite_command == 'snapshots':
+        return offsite_snapshots(ctx, args.from_host)
+    return offsite_fetch(ctx, args.device, args.from_host, args.snapshot, args.dry_run)
+
+
+# Scratch schemas: restore.yml's scratch restores (edgefleet_restore_<device>_<db>) and verify's
+# (edgefleet_verify_<hash>_<db>, dropped by verify itself unless it was killed).
+RESTORE_SCRATCH_PREFIX = 'edgefleet_restore_'
+
+
+def scratch_prefixes(ctx):
+    return (RESTORE_SCRATCH_PREFIX, ctx.config['verify_prefix'])
+
+
+def scratch_sockets(ctx, devices):
+    """{socket: [device ids]} of the given devices' replica instances, in order."""
+    sockets = {}
+    for device in devices:
+        if device.get('socket'):
+            sockets.setdefault(device['socket'], []).append(device['id'])
+    return sockets
+
+
+def cmd_scratch(ctx, args):
+    """scratch list: every scratch schema on the replica instances (of --device, or all);
+    scratch drop --device X: drop X's scratch restore schemas (or the --schema ones)."""
+    devices = pick_devices(ctx.config, args.device)
+    prefixes = scratch_prefixes(ctx)
+    found = []
+    for socket, ids in scratch_sockets(ctx, devices).items():
+        with Server(socket, ctx.tools, ctx.config['login_user']) as server:
+            for schema in server.schemas():
+                if not schema.startswith(prefixes):
+                    continue
+                owner = next((d for d in ids if schema.startswith('%s%s_' % (RESTORE_SCRATCH_PREFIX, d))), None)
+                if args.device and owner is None and not schema.startswith(ctx.config['verify_prefix']):
+                    continue
+                counts = server.object_counts(schema)
+                size = server.value("SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
+                                    "WHERE TABLE_SCHEMA = %s" % sql_string(schema))
+                found.append({'schema': schema, 'socket': socket, 'device': owner,
+                              'kind': 'restore' if schema.startswith(RESTORE_SCRATCH_PREFIX) else 'verify',
+                              'tables': counts['tables'], 'bytes': int(size or 0)})
+    if args.scratch_command == 'list':
+        return {'ok': True, 'schemas': found}
+    if args.schema:
+        unknown = [s for s in args.schema if s not in [f['schema'] for f in found]]
+        if unknown:
+            raise BackupError('not a scratch schema of %s here: %s (nothing was dropped; see `edgefleet-backup scratch '
+                              'list`)' % (', '.join(args.device), ', '.join(unknown)))
+        chosen = [f for f in found if f['schema'] in args.schema]
+    else:
+        chosen = [f for f in found if f['kind'] == 'restore']
+    for item in chosen:
+        with Server(item['socket'], ctx.tools, ctx.config['login_user']) as server:
+            server.execute('DROP DATABASE IF EXISTS %s' % P.quote_ident(item['schema']), no_binlog=True)
+        log('scratch: dropped %s on %s (%d tables, %d bytes)' % (item['schema'], item['socket'], item['tables'], item['bytes']))
+    return {'ok': True, 'dropped': chosen}

@@ -86,6 +86,10 @@ def complete_config(loaded, path):
     else:
         import grp  # pylint: disable=import-outside-toplevel
         config['gid'] = grp.getgrnam(group).gr_gid if not str(group).isdigit() else int(group)
+    offsite = config['offsite']
+    if offsite.get('enabled') and offsite.get('backend', 'sftp') not in P.OFFSITE_BACKENDS:
+        raise BackupError('configuration %s: unknown offsite backend %r (choose one of %s)'
+                          % (path, offsite.get('backend'), ', '.join(P.OFFSITE_BACKENDS)))
     ids = [d['id'] for d in config['devices']]
     if len(set(ids)) != len(ids):
         raise BackupError('configuration %s lists a device twice' % path)

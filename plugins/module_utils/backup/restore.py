@@ -43,6 +43,27 @@ def schema_is_empty(server, schema):
     return not any(counts.values())
 
 
+def inspect_target(server, targets, overwrite=False, position=None, gtid_state='skip'):
+    """What a restore of schemas ``targets`` ({source: target or None}) into ``server`` would do,
+    read-only: {present, busy ({schema: object counts}), refused (message or None), drop
+    (schemas dropped first), gtid (the GTID decision of restore_gtid_state)}. restore_file acts
+    on exactly this; playbooks/restore.yml --check prints it (module backup_restore_target)."""
+    present = set(server.schemas())
+    busy = {}
+    for target in targets.values():
+        if target is not None and target in present:
+            counts = server.object_counts(target)
+            if any(counts.values()):
+                busy[target] = counts
+    refused = None
+    if busy and not overwrite:
+        refused = ('target schema(s) %s already exist and are not empty on %s; nothing was changed. '
+                   'Choose other names or overwrite explicitly' % (', '.join(sorted(busy)), server.socket))
+    drop = sorted(t for t in targets.values() if t is not None and t in present and (overwrite or t not in busy))
+    return {'present': sorted(t for t in targets.values() if t in present), 'busy': busy, 'refused': refused,
+            'drop': drop, 'gtid': gtid_decision(server, position, gtid_state)}
+
+
 def restore_file(path, server, mapping, overwrite=False, no_binlog=True, tools=None, meta=None,
                  compare=True, device_target=False, gtid_state='skip'):
     """Load a logical backup into ``server`` with schemas renamed by ``mapping`` (source ->
@@ -54,14 +75,11 @@ def restore_file(path, server, mapping, overwrite=False, no_binlog=True, tools=N
     sources = [s['name'] for s in meta['schemas']]
     targets = dict((db, mapping.get(db, db) if mapping is not None else db) for db in sources)
     targets = P.target_schemas(sources, mapping=targets)
-    present = set(server.schemas())
-    busy = [t for t in targets.values() if t is not None and t in present and not schema_is_empty(server, t)]
-    if busy and not overwrite:
-        raise BackupError('target schema(s) %s already exist and are not empty on %s; nothing was changed. '
-                          'Choose other names or overwrite explicitly' % (', '.join(busy), server.socket))
-    for target in targets.values():
-        if target is not None and target in present and (overwrite or target not in busy):
-            server.execute('DROP DATABASE %s' % P.quote_ident(target), no_binlog=no_binlog)
+    plan = inspect_target(server, targets, overwrite)
+    if plan['refused']:
+        raise BackupError(plan['refused'])
+    for target in plan['drop']:
+        server.execute('DROP DATABASE %s' % P.quote_ident(target), no_binlog=no_binlog)
     args = server.client_args('--max-allowed-packet=1G', '--batch')
     if no_binlog:
         args.append('--init-command=SET SESSION sql_log_bin=0')
@@ -144,11 +162,10 @@ def enable_replica_disabled_events(server, schemas):
     return enabled
 
 
-def restore_gtid_state(server, meta, mode):
-    """On a replacement device, continue the device's GTID sequence from the backup position,
-    so its replica channel resumes with no gap. Only on a server that has no transaction of
-    the device's domain in its binlog (a fresh device); otherwise leave it alone."""
-    position = meta['position'].get('device_gtid_pos') or ''
+def gtid_decision(server, position, mode):
+    """What restore_gtid_state would do on ``server`` for a backup at ``position`` (read-only):
+    {action: 'set', gtid_binlog_state} or {action: 'skipped', reason}."""
+    position = position or ''
     if mode == 'skip' or not position:
         return {'action': 'skipped', 'reason': 'not requested' if mode == 'skip' else 'backup has no position'}
     if server.value('SELECT @@GLOBAL.log_bin') != '1':
@@ -160,6 +177,14 @@ def restore_gtid_state(server, meta, mode):
                 % (', '.join(str(d) for d in sorted(set(mine) & set(have))), current)}
     merged = dict(have)
     merged.update(mine)
-    state = P.format_gtid_pos(merged)
-    server.execute('RESET MASTER; SET GLOBAL gtid_binlog_state = %s' % sql_string(state))
-    return {'action': 'set', 'gtid_binlog_state': state}
+    return {'action': 'set', 'gtid_binlog_state': P.format_gtid_pos(merged)}
+
+
+def restore_gtid_state(server, meta, mode):
+    """On a replacement device, continue the device's GTID sequence from the backup position,
+    so its replica channel resumes with no gap. Only on a server that has no transaction of
+    the device's domain in its binlog (a fresh device); otherwise leave it alone."""
+    decision = gtid_decision(server, meta['position'].get('device_gtid_pos'), mode)
+    if decision['action'] == 'set':
+        server.execute('RESET MASTER; SET GLOBAL gtid_binlog_state = %s' % sql_string(decision['gtid_binlog_state']))
+    return decision
