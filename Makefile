@@ -116,5 +116,8 @@ test-faults: lab-site ## The whole fault suite; its table is printed and kept in
 test-faults-short: lab-site ## The fault suite without the slow faults (reboots, cloud restart)
 	$(LAB_LOCK) python -m pytest -s -m "not slow" tests/faults
 
+test-failover: lab-site ## Failover of a lost cloud host on a 2-cloud lab (~12 min; not in make test)
+	$(LAB_LOCK) python -m pytest -s tests/failover
+
 test: venv lint sanity units live promtool browser lab-test molecule test-faults-short ## Everything CI runs
 	@echo "make test: all green"
