@@ -9,12 +9,15 @@ feeds the result into Ansible's inventory.
 
 from __future__ import annotations
 
+import re
+
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.allocation import instances_by_host
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import format_port_ranges
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (
-    CLOUD_DEVICE_KEYS, cloud_device_entry,
+    CLOUD_DEVICE_ENTRY_KEYS, CLOUD_DEVICE_KEYS, VAR_NAME_RE, cloud_device_entry,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_table
 
 DEFAULT_OPTIONS = {
     'reach': 'auto',
@@ -26,7 +29,51 @@ DEFAULT_OPTIONS = {
     'ssh_common_args': '',
     'jump_ssh_args': '',
     'policy': None,
+    'label_groups': (),
+    'unallocated_group': None,
+    'device_vars': None,
 }
+
+_UNSAFE_GROUP_CHARS = re.compile(r'[^A-Za-z0-9_]')
+
+
+def safe_group_name(name):
+    """A valid Ansible group name: every character other than A-Z, a-z, 0-9 and _ becomes _."""
+    return _UNSAFE_GROUP_CHARS.sub('_', name)
+
+
+def normalize_label_groups(value):
+    """The label_groups option: a list of label keys or {label, prefix, default} mappings ->
+    a list of (label, prefix, default) tuples. Raises FleetError for anything else."""
+    out = []
+    for index, item in enumerate(value or ()):
+        if isinstance(item, str):
+            item = {'label': item}
+        if not isinstance(item, dict) or not isinstance(item.get('label'), str) or not item['label']:
+            raise FleetError('label_groups[%d]: must be a label key or a mapping with "label"' % index)
+        extra = set(item) - {'label', 'prefix', 'default'}
+        if extra:
+            raise FleetError('label_groups[%d]: unknown key(s) %s (allowed: label, prefix, default)'
+                             % (index, ', '.join(sorted(extra))))
+        prefix = item.get('prefix')
+        if prefix is None:
+            prefix = 'label_' + item['label']
+        default = item.get('default')
+        if not isinstance(prefix, str) or (default is not None and not isinstance(default, str)):
+            raise FleetError('label_groups[%d]: "prefix" and "default" must be strings' % index)
+        out.append((item['label'], prefix, default or None))
+    return out
+
+
+def check_device_vars(value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FleetError('device_vars: must be a mapping of variable names to values')
+    for key in value:
+        if not isinstance(key, str) or not VAR_NAME_RE.fullmatch(key):
+            raise FleetError('device_vars: %r is not a valid variable name' % (key,))
+    return dict(value)
 
 
 def _shell_quote(text):
@@ -67,6 +114,10 @@ def build(devices, cloud_hosts, state, options=None):
     reach_default = opts['reach']
     tunnel_host = opts['tunnel_host']
     include_retired = opts['include_retired']
+    label_groups = normalize_label_groups(opts['label_groups'])
+    unallocated_group = opts['unallocated_group'] or None
+    if unallocated_group is not None:
+        unallocated_group = safe_group_name(unallocated_group)
     allocations = state['allocations']
     clouds = dict((h['name'], h) for h in cloud_hosts)
     hosts = {}
@@ -83,16 +134,28 @@ def build(devices, cloud_hosts, state, options=None):
             continue
         hv = dict(dev['vars']) if dev['vars'] else {}
         hv['edgefleet_device_id'] = dev_id
-        hv['edgefleet_site'] = dev['site'] or ''
         hv['edgefleet_status'] = status
         hv['edgefleet_labels'] = dev['labels']
-        hv['edgefleet_address'] = dev['address'] or ''
-        hv['edgefleet_ssh_public_key'] = dev['ssh_public_key'] or ''
+        # optional registry fields: set only when the registry has them (10,000 empty strings
+        # cost ansible-inventory --list more than they tell)
+        if dev['site']:
+            hv['edgefleet_site'] = dev['site']
+        if dev['address']:
+            hv['edgefleet_address'] = dev['address']
+        if dev['ssh_public_key']:
+            hv['edgefleet_ssh_public_key'] = dev['ssh_public_key']
         groups['devices'].append(dev_id)
         groups.setdefault('status_' + status, []).append(dev_id)
         if dev['site']:
             groups.setdefault('site_' + dev['site'], []).append(dev_id)
+        labels = dev['labels']
+        for label, prefix, default in label_groups:
+            value = labels.get(label) or default
+            if value:
+                groups.setdefault(safe_group_name('%s_%s' % (prefix, value)), []).append(dev_id)
         rec = allocations.get(dev_id)
+        if rec is None and unallocated_group is not None:
+            groups.setdefault(unallocated_group, []).append(dev_id)
         cloud = None
         if rec is not None:
             cloud = clouds.get(rec['cloud_host'])
@@ -157,4 +220,39 @@ def build(devices, cloud_hosts, state, options=None):
             groups.setdefault('lost_cloud', []).append(name)
         else:
             groups['cloud'].append(name)
-    return {'hosts': hosts, 'groups': groups, 'warnings': warnings}
+    group_vars = {}
+    device_vars = check_device_vars(opts['device_vars'])
+    if device_vars:
+        group_vars['devices'] = device_vars
+    return {'hosts': hosts, 'groups': groups, 'group_vars': group_vars, 'warnings': warnings}
+
+
+def pack(data):
+    """The same inventory with each cloud host's ``edgefleet_cloud_devices`` and
+    ``edgefleet_cloud_instances`` replaced by one compact string, ``edgefleet_cloud_table``
+    (module_utils/fleet_table.py); the plugin sets the two lists as expressions over it."""
+    hosts = dict(data['hosts'])
+    for name in data['groups']['cloud']:
+        hv = dict(hosts[name])
+        hv['edgefleet_cloud_table'] = fleet_table.pack(hv.pop('edgefleet_cloud_devices'),
+                                                       hv.pop('edgefleet_cloud_instances'),
+                                                       CLOUD_DEVICE_ENTRY_KEYS)
+        hosts[name] = hv
+    out = dict(data)
+    out['hosts'] = hosts
+    return out
+
+
+def expand(data):
+    """The inverse of :func:`pack`: the cloud hosts' lists as the roles see them."""
+    hosts = dict(data['hosts'])
+    for name in data['groups']['cloud']:
+        hv = dict(hosts[name])
+        if 'edgefleet_cloud_table' in hv:
+            table = hv.pop('edgefleet_cloud_table')
+            hv['edgefleet_cloud_devices'] = fleet_table.devices(table)
+            hv['edgefleet_cloud_instances'] = fleet_table.instances(table)
+        hosts[name] = hv
+    out = dict(data)
+    out['hosts'] = hosts
+    return out

@@ -66,6 +66,16 @@ def hostvars(inv, name):
     return inv.get_host(name).get_vars()
 
 
+def resolved(inv, name, var):
+    """A host variable as a task sees it: templated with the host's variables (the cloud lists are
+    expressions over edgefleet_cloud_table)."""
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+    loader = DataLoader()
+    hv = VariableManager(loader=loader, inventory=inv).get_vars(host=inv.get_host(name), include_hostvars=False)
+    return Templar(loader=loader, variables=hv).template(hv[var])
+
+
 def group_hosts(inv, group):
     return sorted(h.name for h in inv.groups[group].get_hosts()) if group in inv.groups else []
 
@@ -102,12 +112,17 @@ def test_device_vars(tmp_path):
         'edgefleet_tunnel_ssh_port': 20001, 'edgefleet_server_id': 1000, 'edgefleet_gtid_domain_id': 1000,
         'edgefleet_replica_mode': 'instance', 'edgefleet_replica_instance': 'device01',
         'edgefleet_replica_port': 30000, 'edgefleet_replica_datadir': '/var/lib/edgefleet/replicas/device01',
-        'edgefleet_channel_name': 'device01', 'edgefleet_schema_prefix': '', 'edgefleet_ssh_public_key': '',
-        'ansible_host': '10.231.0.11', 'edgefleet_reach': 'address',
+        'edgefleet_channel_name': 'device01', 'edgefleet_schema_prefix': '',
+        'ansible_host': '10.231.0.11', 'edgefleet_reach': 'address', 'edgefleet_address': '10.231.0.11',
     }
     for key, value in expected.items():
         assert one[key] == value, key
     assert 'ansible_port' not in one
+    assert 'edgefleet_ssh_public_key' not in one  # optional registry fields: unset when empty
+    six = hostvars(inv, 'device06')
+    assert 'edgefleet_address' not in six and six['edgefleet_site'] == 'berlin'
+    retired = hostvars(inventory(fleet(tmp_path, 'include_retired: true\n')), 'device05')
+    assert 'edgefleet_site' not in retired and retired['edgefleet_status'] == 'retired'
     three = hostvars(inv, 'device03')
     assert three['edgefleet_replica_instance'] == 'multi-01' and three['edgefleet_schema_prefix'] == 'device03_'
     assert three['app_port'] == 8080 and three['ansible_user'] == 'kiosk'
@@ -143,13 +158,13 @@ def test_cloud_host_vars(tmp_path):
     inv = inventory(fleet(tmp_path))
     cloud = hostvars(inv, 'cloud01')
     assert cloud['ansible_host'] == '10.231.0.201' and cloud['ansible_user'] == 'root'
-    devices = cloud['edgefleet_cloud_devices']
+    devices = resolved(inv, 'cloud01', 'edgefleet_cloud_devices')
     assert [d['id'] for d in devices] == ['device01', 'device02', 'device03', 'device06']
     assert set(devices[0]) == {'id', 'site', 'status', 'tunnel_mysql_port', 'tunnel_ssh_port', 'server_id',
                                'gtid_domain_id', 'replica_mode', 'replica_instance', 'replica_port',
                                'replica_datadir', 'channel_name', 'schema_prefix', 'ssh_public_key'}
     assert devices[1]['ssh_public_key'] == KEY
-    instances = cloud['edgefleet_cloud_instances']
+    instances = resolved(inv, 'cloud01', 'edgefleet_cloud_instances')
     assert [(i['name'], i['mode'], i['channels']) for i in instances] == [
         ('device01', 'instance', ['device01']), ('device02', 'instance', ['device02']),
         ('device06', 'instance', ['device06']), ('multi-01', 'channel', ['device03'])]
@@ -161,7 +176,7 @@ def test_unallocated_devices_still_appear(tmp_path):
     one = hostvars(inv, 'device01')
     assert one['ansible_host'] == '10.231.0.11' and 'edgefleet_cloud_host' not in one
     assert group_hosts(inv, 'status_active') == ['device01', 'device02', 'device03', 'device06']
-    assert hostvars(inv, 'cloud01')['edgefleet_cloud_devices'] == []
+    assert resolved(inv, 'cloud01', 'edgefleet_cloud_devices') == []
 
 
 def test_include_retired(tmp_path):
@@ -176,7 +191,7 @@ def test_constructed_options(tmp_path):
   - key: edgefleet_server_id | string
     prefix: sid
 groups:
-  has_key: edgefleet_ssh_public_key != ''
+  has_key: edgefleet_ssh_public_key is defined
 compose:
   backup_port: edgefleet_tunnel_mysql_port | default(0) + 1
 """
