@@ -227,3 +227,126 @@ def test_build_is_pure_and_json_safe(tmp_path):
     reg = open_registry(spec)
     data = fleet_inventory.build(*reg.load_registry(), state=reg.load_state(), options={'policy': policy})
     assert json.loads(json.dumps(data)) == data
+
+
+# --------------------------------------------------------------------------- issue 19: scale
+
+def _snapshot(inv):
+    """Every host's variables and every group's members: what two parses must agree on."""
+    hosts = dict((name, dict(host.vars)) for name, host in inv.hosts.items())
+    groups = dict((name, sorted(h.name for h in group.get_hosts())) for name, group in inv.groups.items())
+    group_vars = dict((name, dict(group.vars)) for name, group in inv.groups.items() if group.vars)
+    return hosts, groups, group_vars
+
+
+def test_option_values_are_plain_not_templates(tmp_path):
+    """Config values (YAML, tagged trusted-as-template) must not reach host vars tagged: not
+    templates, nothing for the cache to encode."""
+    from ansible.template import is_trusted_as_template
+    from ansible.module_utils._internal._datatag import AnsibleTagHelper
+    inv = inventory(fleet(tmp_path, 'reach: tunnel\ntunnel_host: 127.0.0.1\nssh_common_args: -o A=b\n'))
+    two = hostvars(inv, 'device02')
+    for key in ('ansible_host', 'edgefleet_reach', 'ansible_ssh_common_args'):
+        assert not is_trusted_as_template(two[key]), key
+        assert not AnsibleTagHelper.tags(two[key]), key
+        assert type(two[key]) is str, key  # noqa: E721 - exactly str, no tagged subclass
+
+
+def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
+    cache_dir = tmp_path / 'cache'
+    extra = ('reach: tunnel\ntunnel_host: 127.0.0.1\nlabel_groups: [hw]\ndevice_vars: {ansible_user: admin}\n'
+             'cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: %s\n' % cache_dir)
+    path = fleet(tmp_path, extra)
+    cold = _snapshot(inventory(path))
+    files = os.listdir(str(cache_dir))
+    assert len(files) == 1
+    text = (cache_dir / files[0]).read_text()
+    assert '__ansible' not in text  # no tags, no unsafe/trust markers: plain JSON
+    # warm: the registry and allocation files are not read at all (a MySQL registry neither)
+    os.remove(str(tmp_path / 'registry.yml'))
+    os.remove(str(tmp_path / 'registry.alloc.yml'))
+    warm_inv = inventory(path)
+    assert _snapshot(warm_inv) == cold
+    assert resolved(warm_inv, 'cloud01', 'edgefleet_cloud_devices')[0]['id'] == 'device01'
+
+
+def test_label_groups_unallocated_group_and_device_vars(tmp_path):
+    registry = REGISTRY.replace('labels: {lab: "true", hw: rpi4}', 'labels: {lab: "true", hw: rpi-4}')
+    extra = ('label_groups:\n  - {label: hw, prefix: hw, default: unknown}\n  - lab\n'
+             'unallocated_group: unbacked\ndevice_vars: {ansible_user: admin, backup_port: 3306}\n')
+    inv = inventory(fleet(tmp_path, extra, registry=registry, devices=['device01', 'device02']))
+    assert group_hosts(inv, 'hw_rpi_4') == ['device01']  # '-' sanitized like keyed_groups does
+    assert group_hosts(inv, 'hw_unknown') == ['device02', 'device03', 'device04', 'device06']
+    assert group_hosts(inv, 'label_lab_true') == ['device01']
+    assert group_hosts(inv, 'unbacked') == ['device03', 'device04', 'device06']
+    assert inv.groups['devices'].vars == {'ansible_user': 'admin', 'backup_port': 3306}
+    from ansible.vars.manager import VariableManager
+    vm = VariableManager(loader=DataLoader(), inventory=inv)
+    assert vm.get_vars(host=inv.get_host('device01'))['ansible_user'] == 'admin'
+    assert vm.get_vars(host=inv.get_host('device03'))['ansible_user'] == 'kiosk'  # registry vars win
+    assert 'ansible_user' not in inv.groups['cloud'].vars
+
+
+def test_native_options_equal_their_expressions(tmp_path):
+    """label_groups/unallocated_group build the same device groups as the keyed_groups/groups
+    entries they replace (the expressions put cloud hosts in them too; the native options take
+    devices only)."""
+    native = inventory(fleet(tmp_path, 'label_groups: [{label: hw, prefix: hw, default: unknown}]\n'
+                                       'unallocated_group: unbacked\n', devices=['device01']))
+    jinja = inventory(fleet(tmp_path, "keyed_groups: [{key: \"edgefleet_labels.hw | default('unknown')\", prefix: hw}]\n"
+                                      'groups: {unbacked: edgefleet_tunnel_mysql_port is not defined}\n',
+                            allocate=False))
+    for group in ('hw_rpi4', 'hw_unknown', 'unbacked'):
+        devices = set(group_hosts(jinja, 'devices'))
+        assert group_hosts(native, group) == [h for h in group_hosts(jinja, group) if h in devices], group
+    assert 'cloud01' in group_hosts(jinja, 'unbacked') and 'cloud01' not in group_hosts(native, 'unbacked')
+    assert group_hosts(native, 'unbacked') == ['device02', 'device03', 'device04', 'device06']
+
+
+@pytest.mark.parametrize('bad, message', [
+    ('label_groups: [{prefix: hw}]', 'label_groups\\[0\\]: must be a label key'),
+    ('label_groups: [{label: hw, colour: red}]', 'unknown key'),
+    ('device_vars: {"not a name": 1}', 'not a valid variable name'),
+])
+def test_native_options_bad_input(tmp_path, bad, message):
+    from ansible.errors import AnsibleParserError
+    from ansible.inventory.data import InventoryData
+    from ansible.plugins.loader import inventory_loader
+    path = fleet(tmp_path, bad + '\n')
+    plugin = inventory_loader.get('edgefleet.mysql_backup.fleet')
+    with pytest.raises(AnsibleParserError, match=message):
+        plugin.parse(InventoryData(), DataLoader(), path, cache=False)
+
+
+def test_expressions_compiled_once_per_run(tmp_path, monkeypatch):
+    from ansible._internal._templating._engine import TemplateEngine
+    calls = []
+    original = TemplateEngine._compile_expression
+
+    def counting(self, expression, options):
+        calls.append(str(expression))
+        return original(self, expression, options)
+
+    monkeypatch.setattr(TemplateEngine, '_compile_expression', counting)
+    extra = ("keyed_groups: [{key: \"edgefleet_labels.hw | default('none')\", prefix: hw}]\n"
+             "groups: {has_key: edgefleet_ssh_public_key is defined}\n"
+             "compose: {backup_port: edgefleet_tunnel_mysql_port | default(0) + 1}\n")
+    inv = inventory(fleet(tmp_path, extra))
+    assert group_hosts(inv, 'hw_rpi4') == ['device01'] and group_hosts(inv, 'has_key') == ['device02']
+    assert hostvars(inv, 'device01')['backup_port'] == 20001
+    assert len(calls) == len(set(calls)) == 3  # 6 hosts, 3 expressions: each compiled once
+
+
+def test_cloud_table_round_trip(tmp_path):
+    path = fleet(tmp_path)
+    spec, policy, _raw = resolve(path)
+    reg = open_registry(spec)
+    data = fleet_inventory.build(*reg.load_registry(), state=reg.load_state(), options={'policy': policy})
+    packed = fleet_inventory.pack(data)
+    cloud = packed['hosts']['cloud01']
+    assert 'edgefleet_cloud_devices' not in cloud and isinstance(cloud['edgefleet_cloud_table'], str)
+    assert fleet_inventory.expand(packed) == data
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_table
+    assert fleet_table.devices('') == [] and fleet_table.instances(None) == []
+    with pytest.raises(ValueError, match='unknown format'):
+        fleet_table.devices('{"v": 99}')
