@@ -8,6 +8,7 @@ duplicated, extra) and CHECKSUM TABLE of every table of the device's `app` schem
 
 Full form: `make test-faults`; short form (`-m "not slow"`): `make test-faults-short`.
 """
+import shlex
 import subprocess
 import time
 
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.lab]
 TUNNEL_GOAL = 30      # seconds from a cleared tunnel cut to replicating again
 REPLICA_GOAL = 60     # seconds from a replica crash to replicating again
 RESTART_BOUND = 180   # other faults: recorded, and must recover by themselves within this
+MONITORING_CONFIG = "/etc/edgefleet/monitoring.json"
 
 
 def exercise(lab, fault, affected, inject, goal=None, bound=RESTART_BOUND, mode=None, warmup=3.0,
@@ -260,14 +262,16 @@ def test_cloud_restart(lab):
 def test_offline_past_binlog_retention_needs_reseed(lab):
     """While the device's tunnel is down its binlogs are purged (retention shrunk to "now"). When
     it comes back the replica must report it needs a re-seed (replication_info health=error with
-    a re-seed diagnosis), never skip the gap. playbooks/resync.yml then re-seeds it with the
-    writers still running; afterwards nothing is lost or duplicated."""
+    a re-seed diagnosis), never skip the gap. The cloud host's automatic repair (opted in for this
+    device: edgefleet-monitor repair, what edgefleet-repair.timer runs) then re-seeds it with the
+    writers still running; afterwards nothing is lost or duplicated. (playbooks/resync.yml, the
+    operator's way, is exercised by tests/live/test_consistency_lab.py and by restore_lab.)"""
     device = lab.devices[-1]
     run = harness.new_run("binlog purged")
     result = {"fault": "offline past binlog retention (purged)", "mode": device.mode, "goal": None,
               "run": run, "affected": [device.name]}
     harness.start_writers(lab.devices, run)
-    tunnel_stopped = False
+    tunnel_stopped = opted_in = False
     try:
         warm = harness.wait_rows(lab.devices, run, since=time.time(), timeout=90)
         assert all(warm.values()), f"not replicating before the fault: {warm}"
@@ -310,11 +314,15 @@ def test_offline_past_binlog_retention_needs_reseed(lab):
         assert on_replica == list(range(1, len(on_replica) + 1)), "the replica skipped rows"
         assert not harness.channel_running(device)
 
+        config = sh(device.cloud, f"cat {MONITORING_CONFIG}").stdout
+        opted_in = True
+        sh(device.cloud, "python3 -c " + shlex.quote(
+            f"import json; p = '{MONITORING_CONFIG}'; c = json.load(open(p)); "
+            f"[d.update(auto_repair=d['id'] == '{device.name}') for d in c['devices']]; json.dump(c, open(p, 'w'))"))
         t_seed = time.time()
-        proc = harness.run_playbook("playbooks/resync.yml", "-e", f"device_id={device.name}",
-                                    "-e", "resync_verify=false")
+        proc = sh(device.cloud, "edgefleet-monitor repair", check=False)
         result["reseed_s"] = round(time.time() - t_seed, 1)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        assert proc.returncode == 0 and f"{device.name}: repaired" in proc.stdout, proc.stdout + proc.stderr
         seen = harness.wait_rows([device], run, since=time.time(), timeout=120)
         assert seen[device.name], "not replicating after the re-seed"
         result["recover_s"] = seen[device.name] - t_back
@@ -322,6 +330,9 @@ def test_offline_past_binlog_retention_needs_reseed(lab):
     finally:
         if tunnel_stopped:
             sh(device.name, "systemctl start edgefleet-tunnel", check=False)
+        if opted_in:  # the role's configuration back as it was, no repair record left
+            sh(device.cloud, f"cat > {MONITORING_CONFIG}; rm -f /var/lib/edgefleet/repair/*.json",
+               stdin=config, check=False)
         harness.stop_writers(lab.devices, run)
     result["writes_during"] = harness.writes_between(device, run, t_fault, t_back)[0]
     comparisons = []
@@ -334,5 +345,5 @@ def test_offline_past_binlog_retention_needs_reseed(lab):
     result["ok"] = result["lost"] == 0 and result["duplicates"] == 0 and not any(c["checksum_mismatch"] for c in comparisons)
     harness.record(result)
     print(f"\npurged binlogs: reported in {result['detected_s']}s ({result['diagnosis'][:120]}...); "
-          f"re-seeded in {result['reseed_s']}s; lost {result['lost']}, duplicates {result['duplicates']}")
+          f"re-seeded by the automatic repair in {result['reseed_s']}s; lost {result['lost']}, duplicates {result['duplicates']}")
     assert result["ok"], comparisons
