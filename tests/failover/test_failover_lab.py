@@ -123,10 +123,27 @@ def assert_replica_matches(device):
     return count
 
 
+# With a second cloud host, Prometheus on cloud01 (site.yml's alerting step) must reach cloud02's
+# node_exporter, which listens on loopback by default: cloud02 exposes it on its lab address while
+# it exists (the file is removed again before the lab goes back to one cloud host).
+CLOUD02_VARS = os.path.join(lab.ROOT, "inventories", "lab", "host_vars", "cloud02.yml")
+
+
+def expose_cloud02_metrics():
+    if os.path.exists(CLOUD02_VARS):
+        return False
+    os.makedirs(os.path.dirname(CLOUD02_VARS), exist_ok=True)
+    with open(CLOUD02_VARS, "w", encoding="utf-8") as handle:
+        handle.write("---\n# Written by tests/failover/test_failover_lab.py while the lab has two cloud hosts.\n"
+                     "monitoring_node_exporter_listen_address: 10.231.0.202:9100\n")
+    return True
+
+
 @pytest.fixture(scope="module")
 def two_clouds():
     with lab.lab_lock():
         before = lab.allocations()["allocations"]
+        wrote_vars = expose_cloud02_metrics()
         try:
             lab.scale(4, 2, channel_mode_devices=["device02", "device04"])
             lab.inventory_cache(refresh=True)
@@ -137,6 +154,8 @@ def two_clouds():
                 lab.sql(device, "INSERT INTO app.fo (v) SELECT CONCAT('base-', seq) FROM app.seq_1_to_500")
             yield before
         finally:
+            if wrote_vars:
+                os.unlink(CLOUD02_VARS)
             restore_two_plus_one()
 
 
