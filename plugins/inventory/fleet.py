@@ -280,22 +280,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option('cache')
         data = None
-        update_cache = False
         if use_cache and cache:
             try:
-                data = self._cache[cache_key]
+                data = fleet_inventory.from_cache(self._cache[cache_key])
             except KeyError:
-                update_cache = True
-        elif use_cache:
-            update_cache = True
-
+                pass
         if data is None:
             try:
                 data = fleet_inventory.pack(self._build(path))
             except FleetError as exc:
                 raise AnsibleParserError('%s: %s' % (to_native(path), to_native(exc)))
-        if update_cache:
-            self._cache[cache_key] = data
+            if use_cache:
+                self._cache[cache_key] = fleet_inventory.to_cache(data)
         self._populate(data)
 
     def _build(self, path):

@@ -270,6 +270,21 @@ def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
     assert resolved(warm_inv, 'cloud01', 'edgefleet_cloud_devices')[0]['id'] == 'device01'
 
 
+def test_cache_of_another_format_is_rebuilt(tmp_path):
+    cache_dir = tmp_path / 'cache'
+    path = fleet(tmp_path, 'cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: %s\n' % cache_dir)
+    cold = _snapshot(inventory(path))
+    from ansible.plugins.loader import cache_loader, inventory_loader
+    name = inventory_loader.get('edgefleet.mysql_backup.fleet').get_cache_key(path)
+    prefix = 'ansible_inventory_'
+    store = cache_loader.get('ansible.builtin.jsonfile', _uri=str(cache_dir), _prefix=prefix)
+    assert store.get(name)['format'] == fleet_inventory.CACHE_FORMAT
+    store.set(name, {'hosts': {'ghost': {}}, 'groups': {'devices': ['ghost'], 'cloud': []}})  # the old layout
+    assert _snapshot(inventory(path)) == cold
+    store = cache_loader.get('ansible.builtin.jsonfile', _uri=str(cache_dir), _prefix=prefix)
+    assert store.get(name)['format'] == fleet_inventory.CACHE_FORMAT
+
+
 def test_label_groups_unallocated_group_and_device_vars(tmp_path):
     registry = REGISTRY.replace('labels: {lab: "true", hw: rpi4}', 'labels: {lab: "true", hw: rpi-4}')
     extra = ('label_groups:\n  - {label: hw, prefix: hw, default: unknown}\n  - lab\n'
@@ -346,6 +361,10 @@ def test_cloud_table_round_trip(tmp_path):
     cloud = packed['hosts']['cloud01']
     assert 'edgefleet_cloud_devices' not in cloud and isinstance(cloud['edgefleet_cloud_table'], str)
     assert fleet_inventory.expand(packed) == data
+    import json
+    cached = json.loads(json.dumps(fleet_inventory.to_cache(packed)))
+    assert fleet_inventory.from_cache(cached) == packed
+    assert fleet_inventory.from_cache({'hosts': {}, 'groups': {}}) is None  # another version's cache
     from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_table
     assert fleet_table.devices('') == [] and fleet_table.instances(None) == []
     with pytest.raises(ValueError, match='unknown format'):
