@@ -22,7 +22,8 @@ MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replicat
 LAB_LOCK := $(CURDIR)/scripts/lab-lock
 
 .PHONY: help venv lab-up lab-destroy lab-vars demo site lint sanity units live lab-test \
-        molecule test promtool browser test-faults test-faults-short security lab-site
+        molecule test promtool browser test-faults test-faults-short security lab-site \
+        lab-test-run molecule-run faults-short-run
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -92,7 +93,8 @@ browser: venv ## The status page rendered in headless Chromium (screenshot in te
 lab-site: lab-up ## The lab converged by site.yml (what the lab suites start from)
 	$(LAB_LOCK) ansible-playbook site.yml
 
-lab-test: lab-site ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
+lab-test: lab-site lab-test-run ## Tests that need the lab (lab, rebalance, runner, consistency, security probe)
+lab-test-run:
 	$(LAB_LOCK) python -m pytest --durations=15 -m lab tests/lab tests/security tests/live
 
 security: lab-site ## Security probe only (keys confined, no shell, no secrets leaked)
@@ -102,7 +104,8 @@ security: lab-site ## Security probe only (keys confined, no shell, no secrets l
 # ~/.ansible/tmp, keyed only by the directory's base name, so two clones called main shared it and
 # a symlink left dangling by the other clone made Molecule crash (FileExistsError) before syntax.
 MOLECULE_WORK := $(CURDIR)/.cache/molecule
-molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the lab
+molecule: lab-up molecule-run ## Molecule scenarios (testinfra verify, idempotence) on the lab
+molecule-run:
 	for s in $(MOLECULE_SCENARIOS); do \
 	  rm -rf $(MOLECULE_WORK)/$$s; \
 	  start=$$(date +%s); \
@@ -113,11 +116,26 @@ molecule: lab-up ## Molecule scenarios (testinfra verify, idempotence) on the la
 test-faults: lab-site ## The whole fault suite; its table is printed and kept in bench/results/faults.json
 	$(LAB_LOCK) python -m pytest -s tests/faults
 
-test-faults-short: lab-site ## The fault suite without the slow faults (reboots, cloud restart)
+test-faults-short: lab-site faults-short-run ## The fault suite without the slow faults (reboots, cloud restart)
+faults-short-run:
 	$(LAB_LOCK) python -m pytest -s -m "not slow" tests/faults
 
 test-failover: lab-site ## Failover of a lost cloud host on a 2-cloud lab (~12 min; not in make test)
 	$(LAB_LOCK) python -m pytest -s tests/failover
 
-test: venv lint sanity units live promtool browser lab-test molecule test-faults-short ## Everything CI runs
+# The lab comes up and converges (make lab-site: image, containers, site.yml; several minutes on a
+# fresh machine) in the background while the suites that need no lab run; its output is printed
+# after them. Then the lab suites, the Molecule scenarios, site.yml again (Molecule leaves roles
+# converged with its own settings) and the short fault suite.
+TEST_LAB_LOG := $(CURDIR)/.cache/make-test-lab-site.log
+test: venv lint ## Everything CI runs
+	@mkdir -p $(dir $(TEST_LAB_LOG)); start=$$(date +%s); \
+	 $(MAKE) --no-print-directory lab-site > $(TEST_LAB_LOG) 2>&1 & lab=$$!; \
+	 status=0; $(MAKE) --no-print-directory sanity units live promtool browser || status=$$?; \
+	 echo "make test: suites without the lab done after $$(( $$(date +%s) - start )) s (exit $$status)"; \
+	 lab_status=0; wait $$lab || lab_status=$$?; \
+	 echo "----- make lab-site (background) -----"; cat $(TEST_LAB_LOG); \
+	 echo "make test: lab ready after $$(( $$(date +%s) - start )) s (exit $$lab_status)"; \
+	 [ $$status -eq 0 ] && [ $$lab_status -eq 0 ]
+	$(MAKE) --no-print-directory lab-test-run molecule-run lab-site faults-short-run
 	@echo "make test: all green"
