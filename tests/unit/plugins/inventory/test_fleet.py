@@ -249,7 +249,7 @@ def test_option_values_are_plain_not_templates(tmp_path):
     for key in ('ansible_host', 'edgefleet_reach', 'ansible_ssh_common_args'):
         assert not is_trusted_as_template(two[key]), key
         assert not AnsibleTagHelper.tags(two[key]), key
-        assert type(two[key]) is str, key  # noqa: E721 - exactly str, no tagged subclass
+        assert two[key].__class__ is str, key  # exactly str, no tagged subclass
 
 
 def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
