@@ -18,6 +18,18 @@ def test_instance_runs_read_only_on_its_port(name):
     assert row == [str(hv["edgefleet_replica_port"]), "1", "1", "127.0.0.1"]
 
 
+@pytest.mark.parametrize("name", DEVICES)
+def test_instance_applies_in_parallel_with_transactional_positions(name):
+    """Parallel apply (the role's defaults); GTID positions in the InnoDB mysql.gtid_slave_pos (crash safety)."""
+    hv = hostvars(name)
+    cloud = lab_host(hv["edgefleet_cloud_host"])
+    socket = f"/run/mysqld/edgefleet-{hv['edgefleet_replica_instance']}.sock"
+    row = sql(cloud, "SELECT @@slave_parallel_threads, @@slave_parallel_mode, @@slave_domain_parallel_threads, "
+                     "(SELECT engine FROM information_schema.tables WHERE table_schema = 'mysql' "
+                     "AND table_name = 'gtid_slave_pos')", socket=socket)[0]
+    assert row == ["4", "optimistic", "0", "InnoDB"]
+
+
 @pytest.mark.parametrize("cloud", clouds())
 def test_default_server_is_off_and_instance_ids_unique(cloud):
     host = lab_host(cloud)
