@@ -24,6 +24,8 @@ description:
     C(unix_socket) authentication as root, no password).
 author:
   - edgefleet maintainers (@edgefleet)
+extends_documentation_fragment:
+  - edgefleet.mysql_backup.read_only
 options:
   login_unix_socket:
     description: Unix socket of the target server.
@@ -52,11 +54,6 @@ options:
     type: str
     choices: [auto, skip]
     default: skip
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 '''
 
 EXAMPLES = r'''
