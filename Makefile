@@ -14,7 +14,7 @@ LAB_VARS := inventories/lab/group_vars/all
 SECRETS := $(LAB_VARS)/secrets.yml
 LAB_STATE := $(CURDIR)/lab/.state
 MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replication default \
-                      backup monitoring proxysql enrollment device_enroll enrollment_trigger rebalance
+                      backup monitoring alerting proxysql enrollment device_enroll enrollment_trigger rebalance
 # Everything that drives the shared lab holds this lock (/tmp/edgefleet-lab.lock), so parallel
 # work cannot interleave. scripts/lab-lock is flock(1) that reuses a lock inherited from a parent
 # (`flock /tmp/edgefleet-lab.lock make site`) instead of waiting for it for ever, as
