@@ -290,6 +290,8 @@ def test_backup_now_playbook():
     assert 'changed=1' in run.stdout
     after = status(device)
     assert after['last_success_ts'] > before and after['last_verify_file'] == after['last_success_file']
+    # The verify outcome is printed, naming the file it restored.
+    assert 'Show the verify outcome' in run.stdout and after['last_verify_file'] in run.stdout.split('Show the verify outcome')[1]
 
 
 def test_restore_playbook_into_scratch_schemas_refuses_silent_overwrite():
@@ -309,9 +311,21 @@ def test_restore_playbook_into_scratch_schemas_refuses_silent_overwrite():
         assert confirmed.returncode == 0, confirmed.stdout[-3000:]
         too_early = playbook('playbooks/restore.yml', '-e', 'restore_device=%s' % device, '-e', 'restore_as_of=2001-01-01')
         assert too_early.returncode != 0 and 'at or before' in too_early.stdout
+        # --check inspects the target: the device's app holds backup_demo, so the run would be
+        # refused, and --check says so, naming the schema, and that a fresh backup comes first.
+        listed = cli(cloud, 'scratch', 'list', '--device', device)['schemas']
+        assert [s['schema'] for s in listed if s['kind'] == 'restore'] == [target]
+        backups_before = len(cli(cloud, 'list', '--device', device)['devices'][0]['backups'])
         checked = playbook('playbooks/restore.yml', '--check', '-e', 'restore_device=%s' % device, '-e',
                            'restore_target=device', '-e', 'restore_confirm=%s' % device, '-e', 'restore_fresh=true')
-        assert checked.returncode == 0 and 'Restore %s backup' % device in checked.stdout, checked.stdout[-3000:]
+        assert checked.returncode != 0, checked.stdout[-3000:]
+        assert 'A FRESH BACKUP of the replica would be taken first' in checked.stdout, checked.stdout[-3000:]
+        assert 'WOULD BE REFUSED' in checked.stdout and 'target schema(s) app already exist and are not empty' in checked.stdout
+        assert 'check mode: the real run would be refused the same way' in checked.stdout
+        assert len(cli(cloud, 'list', '--device', device)['devices'][0]['backups']) == backups_before
+        dropped = cli(cloud, 'scratch', 'drop', '--device', device)['dropped']
+        assert [d['schema'] for d in dropped] == [target]
+        assert target not in [row[0] for row in sql(cloud, 'SHOW DATABASES', socket=socket)]
     finally:
         cloud.run('mariadb --socket=%s -e %s', socket, 'SET sql_log_bin=0; DROP DATABASE IF EXISTS `%s`' % target)
 

@@ -359,6 +359,13 @@ def test_print_human_tables(capsys):
     assert lines[2].split() == ['dev2', 'never', '-', '0', 'FAILED', 'FAILED', 'boom']
     cli.print_human('list', {'devices': [{'device': 'dev1', 'backups': [
         {'file': 'f', 'time': 't', 'size_bytes': 5, 'position': '1-1-1'}]}]})
-    assert capsys.readouterr().out.split() == ['dev1', 'f', 't', '5', '1-1-1']
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['DEVICE', 'FILE', 'TAKEN', '(UTC)', 'BYTES', 'GTID', 'POSITION']
+    assert lines[1].split() == ['dev1', 'f', 't', '5', '1-1-1']
+    cli.print_human('scratch', {'ok': True, 'schemas': [
+        {'schema': 'edgefleet_restore_dev1_app', 'kind': 'restore', 'device': 'dev1', 'tables': 2, 'bytes': 9, 'socket': '/s'}]})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['SCHEMA', 'KIND', 'DEVICE', 'TABLES', 'BYTES', 'SOCKET']
+    assert lines[1].split() == ['edgefleet_restore_dev1_app', 'restore', 'dev1', '2', '9', '/s']
     cli.print_human('show', {'ok': True, 'b': 1})
     assert json.loads(capsys.readouterr().out) == {'ok': True, 'b': 1}
