@@ -120,7 +120,7 @@ test-faults-short: lab-site faults-short-run ## The fault suite without the slow
 faults-short-run:
 	$(LAB_LOCK) python -m pytest -s -m "not slow" tests/faults
 
-test-failover: lab-site ## Failover of a lost cloud host on a 2-cloud lab (~12 min; not in make test)
+test-failover: lab-site ## Failover of a lost cloud host on a 2-cloud lab (~14 min; not in make test)
 	$(LAB_LOCK) python -m pytest -s tests/failover
 
 # The lab comes up and converges (make lab-site: image, containers, site.yml; several minutes on a
