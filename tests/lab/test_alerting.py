@@ -34,7 +34,7 @@ import urllib.request
 import pytest
 
 from tests.runner.lab import lab_lock
-from tests.support.lab import ROOT, devices, group, hostvars, lab_host
+from tests.support.lab import ENV, ROOT, devices, group, hostvars, lab_host
 
 pytestmark = pytest.mark.lab
 
@@ -87,7 +87,7 @@ class Receiver:
                         return item
                 left = deadline - time.time()
                 if left <= 0:
-                    seen = [(n["status"], n["groupLabels"], len(n["alerts"])) for _, n in self.notifications]
+                    seen = [(n["status"], n["groupLabels"], len(n["alerts"])) for _at, n in self.notifications]
                     raise AssertionError(f"no notification for {what} within {timeout} s; received: {seen}")
                 self.cond.wait(left)
 
@@ -196,6 +196,21 @@ def test_unreachable_receiver_is_reported(lab):
         probe_alerts(lab, 1, ends=time.time(), name=DELIVERY_PROBE, run=run)
 
 
+def test_receiver_check_on_the_lab(lab):
+    """The role's deploy-time probe, from the alerting host to the lab's webhook URL: passes (check
+    mode, changed=0) while the receiver listens, stops the role naming it when nothing listens."""
+    args = ["ansible-playbook", "playbooks/alerting.yml", "--check", "-e", "alerting_receiver_check=fail"]
+    env = dict(ENV, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    with Receiver(lab["hv"]["alerting_webhook_url"]):
+        ok = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    assert re.search(r"^%s\s+: ok=\d+\s+changed=0\s" % lab["host"], ok.stdout, re.M), ok.stdout[-2000:]
+    refused = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    host = urllib.parse.urlsplit(lab["hv"]["alerting_webhook_url"]).netloc
+    assert f"could not deliver to: webhook {host}" in refused.stdout, refused.stdout[-3000:]
+
+
 def test_500_device_outage_is_one_notification(lab):
     url = lab["hv"]["alerting_webhook_url"]
     run = f"grouping-{time.time():.0f}"
@@ -252,7 +267,7 @@ def test_tunnel_down_alert_reaches_the_receiver_and_resolves(lab):
         finally:
             recovery = time.time()
             host.check_output("systemctl start edgefleet-tunnel.service")
-        at, _ = receiver.wait(offline("resolved"), 120, f"EdgefleetDeviceOffline for {device} resolved")
+        at, _resolved = receiver.wait(offline("resolved"), 120, f"EdgefleetDeviceOffline for {device} resolved")
         print(f"recovery -> resolved notification: {at - recovery:.1f} s")
     wait_until(lambda: query(lab, f'edgefleet_tunnel_up{{device="{device}"}} == 1'), 60, f"{device}'s tunnel back")
 
