@@ -272,6 +272,7 @@ def test_offline_past_binlog_retention_needs_reseed(lab):
               "run": run, "affected": [device.name]}
     harness.start_writers(lab.devices, run)
     tunnel_stopped = opted_in = False
+    config = ""
     try:
         warm = harness.wait_rows(lab.devices, run, since=time.time(), timeout=90)
         assert all(warm.values()), f"not replicating before the fault: {warm}"

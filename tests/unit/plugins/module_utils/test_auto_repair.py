@@ -42,15 +42,15 @@ def test_only_opted_in_active_devices_are_candidates():
 def test_storm_is_rate_limited_per_run_and_per_hour():
     wanted = [('d%d' % i, 'diverged', None) for i in range(10)]
     chosen, deferred = A.plan(wanted, [], NOW, {'max_per_run': 2, 'max_per_hour': 4})
-    assert [d for d, _ in chosen] == ['d0', 'd1']
+    assert [d for d, _r in chosen] == ['d0', 'd1']
     assert len(deferred) == 8 and all('rate limit' in why for _d, _r, why in deferred)
     # Three attempts in the last hour leave one of the four.
     attempts = [{'device': 'x%d' % i, 'started_ts': NOW - 600 * (i + 1)} for i in range(3)]
     chosen, deferred = A.plan(wanted, attempts, NOW, {'max_per_run': 2, 'max_per_hour': 4})
-    assert [d for d, _ in chosen] == ['d0']
+    assert [d for d, _r in chosen] == ['d0']
     # Older than an hour: not counted.
     old = [{'device': 'x%d' % i, 'started_ts': NOW - 3601 - i} for i in range(10)]
-    chosen, _ = A.plan(wanted, old, NOW, {'max_per_run': 2, 'max_per_hour': 4})
+    chosen, _deferred = A.plan(wanted, old, NOW, {'max_per_run': 2, 'max_per_hour': 4})
     assert len(chosen) == 2
 
 
@@ -58,16 +58,16 @@ def test_a_device_is_not_retried_before_retry_after():
     attempts = [{'device': 'd1', 'started_ts': NOW - 100}]
     chosen, deferred = A.plan([('d1', 'diverged', None), ('d2', 'diverged', None)], attempts, NOW,
                               {'max_per_run': 5, 'max_per_hour': 10, 'retry_after': 3600})
-    assert [d for d, _ in chosen] == ['d2']
+    assert [d for d, _r in chosen] == ['d2']
     assert deferred[0][0] == 'd1' and 'tried 100 s ago' in deferred[0][2]
-    chosen, _ = A.plan([('d1', 'diverged', None)], attempts, NOW + 3600, {'retry_after': 3600})
-    assert [d for d, _ in chosen] == ['d1']
+    chosen, _deferred = A.plan([('d1', 'diverged', None)], attempts, NOW + 3600, {'retry_after': 3600})
+    assert [d for d, _r in chosen] == ['d1']
 
 
 def test_offline_device_waits_without_using_the_budget():
     chosen, deferred = A.plan([('d1', 'r', 'the device is offline (tunnel down)'), ('d2', 'r', None)],
                               [], NOW, {'max_per_run': 1})
-    assert [d for d, _ in chosen] == ['d2'] and deferred[0][0] == 'd1'
+    assert [d for d, _r in chosen] == ['d2'] and deferred[0][0] == 'd1'
 
 
 def _files(tmp_path):
