@@ -97,6 +97,9 @@ lab-test: lab-site lab-test-run ## Tests that need the lab (lab, rebalance, runn
 lab-test-run:
 	$(LAB_LOCK) python -m pytest --durations=15 -m lab tests/lab tests/security tests/live
 
+lab-test-backup-s3: lab-site ## Backups to a real S3 store (SeaweedFS) + restore --check on the lab (also in lab-test)
+	$(LAB_LOCK) python -m pytest --durations=5 -m lab tests/lab/test_backup_s3_lab.py
+
 security: lab-site ## Security probe only (keys confined, no shell, no secrets leaked)
 	$(LAB_LOCK) python -m pytest -m lab tests/security
 
