@@ -6,12 +6,14 @@ The test runs the webhook receiver Alertmanager is configured with (alerting_web
 controller's lab bridge address) and reaches both daemons, which listen on cloud01's loopback only,
 through an SSH port forward with the lab key and pinned host keys.
 
-* delivery failure: with the receiver down, a notification attempt fails, Alertmanager counts it
-  and EdgefleetAlertDeliveryFailing fires in Prometheus (an unreachable receiver is not silent);
+* an unreachable receiver is not silent: with the receiver down, the role (check mode) stops
+  naming it, and at run time a delivery fails, Alertmanager counts it and
+  EdgefleetAlertDeliveryFailing fires in Prometheus;
 * grouping: 500 alerts of one name on one cloud host (a 500-device outage) arrive as ONE
   notification listing 500 alerts, and their recovery as one resolved notification;
 * a real fault: a device's tunnel stopped -> EdgefleetDeviceOffline for that device at the
-  receiver; tunnel started -> the resolved notification; both times printed;
+  receiver; tunnel started -> the resolved notification; both times printed (while the alert is
+  pending, the role's check mode with the receiver up: probe passes, changed=0);
 * the dashboard: every panel's PromQL (and template variable) of prometheus/dashboards/*.json
   evaluated against the live Prometheus: non-empty, with the labels its legend uses.
 
@@ -179,13 +181,27 @@ def probe_alerts(lab, count, ends=None, name=PROBE, **extra):
     http_json(lab["am"] + "/api/v2/alerts", alerts)
 
 
+def check_mode_run(lab):
+    """playbooks/alerting.yml --check with alerting_receiver_check=fail (the role's deploy-time
+    probe, from the alerting host to the lab's webhook URL)."""
+    return subprocess.run(["ansible-playbook", "playbooks/alerting.yml", "--check", "-e", "alerting_receiver_check=fail"],
+                          env=dict(ENV, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_unreachable_receiver_is_reported(lab):
-    """No receiver listening: the attempt fails, is counted, and raises EdgefleetAlertDeliveryFailing."""
+    """No receiver listening. At deploy time the role stops, naming it. At run time a delivery
+    fails, Alertmanager counts it and EdgefleetAlertDeliveryFailing fires in Prometheus."""
     failed = 'sum(alertmanager_notifications_failed_total{job="alertmanager",integration="webhook"})'
     before = float(query(lab, failed)[0]["value"][1])
     run = f"failing-{time.time():.0f}"
     probe_alerts(lab, 1, name=DELIVERY_PROBE, run=run)
     try:
+        refused = check_mode_run(lab)  # meanwhile Alertmanager tries to deliver the probe
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        receiver = urllib.parse.urlsplit(lab["hv"]["alerting_webhook_url"]).netloc
+        assert f"could not deliver to: webhook {receiver}" in refused.stdout, refused.stdout[-3000:]
+        assert "Install Prometheus and Alertmanager" not in refused.stdout  # stopped before any change
         wait_until(lambda: float(query(lab, failed)[0]["value"][1]) > before, 60,
                    "Alertmanager counting the failed webhook delivery")
         firing = wait_until(lambda: query(lab, 'ALERTS{alertname="EdgefleetAlertDeliveryFailing",'
@@ -194,21 +210,6 @@ def test_unreachable_receiver_is_reported(lab):
         assert firing[0]["metric"]["severity"] == "critical"
     finally:
         probe_alerts(lab, 1, ends=time.time(), name=DELIVERY_PROBE, run=run)
-
-
-def test_receiver_check_on_the_lab(lab):
-    """The role's deploy-time probe, from the alerting host to the lab's webhook URL: passes (check
-    mode, changed=0) while the receiver listens, stops the role naming it when nothing listens."""
-    args = ["ansible-playbook", "playbooks/alerting.yml", "--check", "-e", "alerting_receiver_check=fail"]
-    env = dict(ENV, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    with Receiver(lab["hv"]["alerting_webhook_url"]):
-        ok = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert ok.returncode == 0, ok.stdout[-3000:]
-    assert re.search(r"^%s\s+: ok=\d+\s+changed=0\s" % lab["host"], ok.stdout, re.M), ok.stdout[-2000:]
-    refused = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert refused.returncode != 0, refused.stdout[-3000:]
-    host = urllib.parse.urlsplit(lab["hv"]["alerting_webhook_url"]).netloc
-    assert f"could not deliver to: webhook {host}" in refused.stdout, refused.stdout[-3000:]
 
 
 def test_500_device_outage_is_one_notification(lab):
@@ -257,6 +258,11 @@ def test_tunnel_down_alert_reaches_the_receiver_and_resolves(lab):
         try:
             fault = time.time()
             host.check_output("systemctl stop edgefleet-tunnel.service")
+            # While the alert is pending: with the receiver listening, the role's probe passes and
+            # a check-mode run of playbooks/alerting.yml changes nothing (the converged lab).
+            passed = check_mode_run(lab)
+            assert passed.returncode == 0, passed.stdout[-3000:]
+            assert re.search(r"^%s\s+: ok=\d+\s+changed=0\s" % lab["host"], passed.stdout, re.M), passed.stdout[-2000:]
             at, firing = receiver.wait(offline("firing"), 120, f"EdgefleetDeviceOffline for {device}")
             alert = next(a for a in firing["alerts"] if a["labels"]["device"] == device)
             assert alert["labels"]["cloud_host"] == hostvars(device)["edgefleet_cloud_host"]
