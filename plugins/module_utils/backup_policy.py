@@ -517,7 +517,7 @@ _RESTIC_OPEN_FAILURES = (
     ('unreachable', ('connection refused', 'no route to host', 'i/o timeout', 'no such host',
                      'network is unreachable', 'connection reset')),
     ('missing', ('the specified bucket does not exist', 'the specified key does not exist', 'nosuchbucket',
-                 'nosuchkey', 'no such file or directory', 'repository does not exist')),
+                 'nosuchkey', 'no such file or directory', 'file does not exist', 'repository does not exist')),
 )
 
 

@@ -5,6 +5,7 @@ onto a fresh database server on a device)."""
 import base64
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -318,7 +319,7 @@ def test_restore_playbook_into_scratch_schemas_refuses_silent_overwrite():
         backups_before = len(cli(cloud, 'list', '--device', device)['devices'][0]['backups'])
         checked = playbook('playbooks/restore.yml', '--check', '-e', 'restore_device=%s' % device, '-e',
                            'restore_target=device', '-e', 'restore_confirm=%s' % device, '-e', 'restore_fresh=true')
-        said = ' '.join(checked.stdout.split())
+        said = ' '.join(re.sub(r'\x1b\[[0-9;]*m', '', checked.stdout).split())
         assert checked.returncode != 0, checked.stdout[-3000:]
         assert 'A FRESH BACKUP of the replica would be taken first' in said, checked.stdout[-3000:]
         assert 'WOULD BE REFUSED, nothing would change: target schema(s) app already exist and are not empty' in said

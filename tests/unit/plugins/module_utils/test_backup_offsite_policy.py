@@ -27,6 +27,9 @@ REPO = 's3:https://127.0.0.1:18443/edgefleet-backups/cloud01'
     ('Fatal: unable to open config file: Stat: The specified bucket does not exist', 'missing'),
     ('Fatal: unable to open config file: Stat: The specified key does not exist.', 'missing'),
     ('Fatal: unable to open config file: stat /tmp/nonexist-repo/config: no such file or directory', 'missing'),
+    # restic 0.14 over SFTP (the chrooted lab target) before the repository exists
+    ('Fatal: unable to open config file: Lstat: file does not exist\nIs there a repository at the following location?\n'
+     'sftp:sftp-backup@127.0.0.1:/edgefleet/cloud01', 'missing'),
     ('Fatal: something else entirely', 'other'),
     ('', 'other'),
 ])
