@@ -579,6 +579,44 @@ def test_second_run_waits_for_the_host_lock(tmp_path, fleet):
         assert proc.wait(timeout=120) == 0
 
 
+def test_first_backs_up_and_verifies_only_devices_never_backed_up_a_few_per_run(tmp_path, fleet):
+    config = make_config(tmp_path, fleet, first_max_per_run=2)
+    cli(config, 'run', '--device', 'dev3')  # dev3 has a backup already: first leaves it alone
+    before = backups_of(tmp_path, 'dev3')
+    result = cli(config, 'first')
+    assert result['ok'] and len(result['devices']) == 2, result
+    done = sorted(r['device'] for r in result['devices'])
+    assert done == ['dev1', 'dev2'] and result['waiting'] == []
+    for device in done:
+        status = status_of(tmp_path, device)
+        assert status['last_success_ts'] and status['last_verify_ok'] is True, status
+        assert len(backups_of(tmp_path, device)) == 1
+    assert backups_of(tmp_path, 'dev3') == before
+    # Nothing left to do: a second run takes no backup.
+    again = cli(config, 'first')
+    assert again['ok'] and again['devices'] == [] and again['verify'] == []
+    assert [len(backups_of(tmp_path, d)) for d in ('dev1', 'dev2')] == [1, 1]
+
+
+def test_first_rate_limit_and_busy_host(tmp_path, fleet):
+    config = make_config(tmp_path, fleet, first_max_per_run=1, lock_wait=1)
+    result = cli(config, 'first')
+    assert len(result['devices']) == 1 and len(result['waiting']) == 2, result
+    assert cli(config, 'first', '--limit', '0', check=False)['_rc'] == 1
+    # While another command holds the host lock, first skips (exit 0) instead of queueing.
+    slow = tmp_path / 'slow-dump'
+    slow.write_text('#!/bin/sh\nsleep 6\nexec mariadb-dump "$@"\n')
+    slow.chmod(0o755)
+    slow_config = make_config(tmp_path, fleet, tools={'mariadb-dump': str(slow)}, lock_wait=1, first_max_per_run=1)
+    proc = subprocess.Popen(PROGRAM + ['--config', slow_config, '--quiet', 'run', '--device', 'dev3'])
+    try:
+        wait_for((tmp_path / 'backup' / 'logical' / 'dev3').exists, what='the run started')
+        busy = cli(config, 'first')
+        assert busy['ok'] and 'holds' in busy['skipped'] and busy['devices'] == []
+    finally:
+        assert proc.wait(timeout=120) == 0
+
+
 def test_offsite_copy_to_a_restic_repository(tmp_path, fleet):
     if subprocess.run(['sh', '-c', 'command -v restic'], capture_output=True, check=False).returncode:
         pytest.fail('restic is not installed: run `make venv` (apt-get install restic)')

@@ -18,6 +18,7 @@ is a no-op again (the lab as the other engineers left it).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -95,6 +96,7 @@ def onboarded():
             for statement in BEFORE:
                 lab.sql(DEVICE, statement)
             started = time.monotonic()
+            started_wall = time.time()
             res = lab.run(["ansible-playbook", "site.yml"],
                           env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
                                "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"})
@@ -103,7 +105,8 @@ def onboarded():
             seconds, names = seed_seconds(res.stdout)
             print("\nonboarding %s (%s mode, %s): site.yml %.0f s, seed tasks %.1f s %s"
                   % (DEVICE, record["replica_mode"], record["replica_instance"], wall, seconds, names))
-            yield {"site": res.stdout, "record": record, "seed_seconds": seconds, "baseline": baseline}
+            yield {"site": res.stdout, "record": record, "seed_seconds": seconds, "baseline": baseline,
+                   "site_started": started_wall, "site_ended": started_wall + wall}
         finally:
             restore_two_plus_one(channel_devices, record, baseline)
 
@@ -154,3 +157,21 @@ def test_second_site_run_changes_nothing(onboarded):
                      lab.replica_socket(record["replica_instance"]))
     # Slave_IO_Running, Slave_SQL_Running
     assert status and status[0][10:12] == ["Yes", "Yes"], "%s's channel is not running: %s" % (DEVICE, status)
+
+
+def test_first_verified_backup_soon_after_seeding(onboarded):
+    """The backup role starts edgefleet-backup-first when the device list changes: the new device
+    is backed up and verified within minutes, not at the next nightly run."""
+    status_file = "/var/lib/edgefleet/backup/status/%s.json" % DEVICE
+
+    def verified():
+        text = lab.shell("cloud01", "cat %s 2>/dev/null || true" % status_file)
+        status = json.loads(text) if text.strip() else {}
+        return status if status.get("last_verify_ok") is not None else None
+    status = lab.wait_for(verified, timeout=420, interval=3, what="the first verified backup of %s" % DEVICE)
+    assert status["last_verify_ok"] is True and status["last_success_ts"], status
+    print("\nfirst verified backup of %s: %.0f s after site.yml started (seeding is part of that run, "
+          "site.yml took %.0f s), %.0f s after it ended"
+          % (DEVICE, status["last_verify_ts"] - onboarded["site_started"],
+             onboarded["site_ended"] - onboarded["site_started"],
+             status["last_verify_ts"] - onboarded["site_ended"]))

@@ -19,6 +19,8 @@ Commands (all read /etc/edgefleet/backup.json unless --config says otherwise):
 
   run      back up every due device (logical, zstd) and, if enabled, every due instance
            (mariabackup); apply retention after each successful backup; push offsite
+  first    the first backup of every device that has none, verified right away (at most
+           first_max_per_run devices per run; edgefleet-backup-first.timer)
   verify   restore each device's newest backup into scratch schemas and compare per-table
            checksums with the replica's at the recorded position
   prune    apply the retention policy now (never to a device whose newest attempt failed)
@@ -49,13 +51,14 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import back
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup import commands
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.config import DEFAULT_CONFIG, load_config
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.context import Context
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError, HostBusy
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.files import host_lock
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.log import configure, log
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.process import on_signal
 
 # Commands that change the backup directory take the host lock; the others only read.
-LOCKED_COMMANDS = {'run': commands.cmd_run, 'verify': commands.cmd_verify, 'prune': commands.cmd_prune,
+LOCKED_COMMANDS = {'run': commands.cmd_run, 'first': commands.cmd_first, 'verify': commands.cmd_verify,
+                   'prune': commands.cmd_prune,
                    'offsite': commands.cmd_offsite, 'scratch': commands.cmd_scratch}
 READ_COMMANDS = {'list': commands.cmd_list, 'show': commands.cmd_show, 'status': commands.cmd_status}
 # Sub-commands that only read take no lock (offsite snapshots, fetch --dry-run, scratch list).
@@ -104,6 +107,9 @@ def build_parser():
     run.add_argument('--no-physical', action='store_true')
     run.add_argument('--physical-only', action='store_true')
     run.add_argument('--no-offsite', action='store_true')
+    first = sub.add_parser('first', help='first backup of devices never backed up, verified right away')
+    first.add_argument('--device', action='append', help='only this device (repeatable)')
+    first.add_argument('--limit', type=int, help='devices per run at most (default first_max_per_run)')
     verify = sub.add_parser('verify', help='verify newest backups by restoring them into scratch schemas')
     verify.add_argument('--device', action='append')
     verify.add_argument('--all', action='store_true', help='also devices whose newest backup was verified already')
@@ -167,8 +173,16 @@ def main(argv=None):
                     getattr(args, 'offsite_command', None) in READ_ONLY_SUBCOMMANDS or getattr(args, 'dry_run', False)
                     or getattr(args, 'scratch_command', None) in READ_ONLY_SUBCOMMANDS):
                 ctx.mkdir(config['backup_dir'])
-                with host_lock(config['lock_file'], int(config['lock_wait'])):
-                    result = LOCKED_COMMANDS[args.command](ctx, args)
+                # A first-backup run does not queue behind a long nightly run: the next timer tick retries.
+                wait = min(60, int(config['lock_wait'])) if args.command == 'first' else int(config['lock_wait'])
+                try:
+                    with host_lock(config['lock_file'], wait):
+                        result = LOCKED_COMMANDS[args.command](ctx, args)
+                except HostBusy as exc:
+                    if args.command != 'first':
+                        raise
+                    log('first: skipped, %s; the next run of the timer tries again' % exc)
+                    result = {'devices': [], 'verify': [], 'waiting': [], 'skipped': str(exc), 'ok': True}
             elif args.command in LOCKED_COMMANDS:
                 result = LOCKED_COMMANDS[args.command](ctx, args)
             else:

@@ -160,6 +160,38 @@ def cmd_run(ctx, args):
     return results
 
 
+def first_backup_order(devices, statuses):
+    """Devices never backed up, those never attempted first, then the longest since their last
+    attempt (one that keeps failing cannot hold the others back)."""
+    return sorted(devices, key=lambda d: ((statuses.get(d['id']) or {}).get('last_attempt_ts') or 0, d['id']))
+
+
+def cmd_first(ctx, args):
+    """The first backup of every device that has none, verified right away: a newly onboarded
+    device is protected within minutes instead of waiting for the nightly run. At most
+    ``first_max_per_run`` (or --limit) devices per run, so hundreds of new devices are spread over
+    successive runs of edgefleet-backup-first.timer instead of dumping at once."""
+    resume_held(ctx)
+    limit = int(args.limit if args.limit is not None else ctx.config['first_max_per_run'])
+    if limit < 1:
+        raise BackupError('--limit (first_max_per_run) must be at least 1, got %d' % limit)
+    never = [d for d in pick_devices(ctx.config, args.device) if newest_good_ts(ctx, d['id']) is None]
+    chosen = first_backup_order(never, dict((d['id'], ctx.read_status(d['id'])) for d in never))[:limit]
+    log('first: %d device(s) never backed up, %d now (at most %d per run)' % (len(never), len(chosen), limit))
+    for device in chosen:
+        if not os.path.exists(ctx.status_path(device['id'])):
+            ctx.update_status(device['id'], lambda s: s)
+    backed = parallel(ctx, lambda d: run_device(ctx, d), chosen)
+    good = [d for d, r in zip(chosen, backed) if r.get('ok')]
+    verified = parallel(ctx, lambda d: verify_device(ctx, d), good)
+    waiting = sorted(set(d['id'] for d in never) - set(d['id'] for d in chosen))
+    ok = all(r.get('ok') for r in backed + verified)
+    log('first: %d backed up, %d verified, %d failed, %d waiting for a later run'
+        % (len(good), len([r for r in verified if r.get('ok')]),
+           len([r for r in backed + verified if not r.get('ok')]), len(waiting)))
+    return {'devices': backed, 'verify': verified, 'waiting': waiting, 'ok': ok}
+
+
 def cmd_verify(ctx, args):
     resume_held(ctx)
     devices = pick_devices(ctx.config, args.device)

@@ -40,6 +40,7 @@ DEFAULTS = {
     'verify_prefix': 'edgefleet_verify_',
     'verify_socket': None,                  # default: the device's replica instance
     'verify_after_backup': False,
+    'first_max_per_run': 4,
     'file_mode': '0640',
     'dir_mode': '0750',
     'group': None,

@@ -16,7 +16,7 @@ import os
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import backup_policy as P
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import HostBusy
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.process import CHUNK, STOPPING
 
 
@@ -68,7 +68,7 @@ def host_lock(path, wait):
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline or STOPPING.is_set():
-                    raise BackupError('another edgefleet-backup run holds %s (waited %ds)' % (path, wait))
+                    raise HostBusy('another edgefleet-backup run holds %s (waited %ds)' % (path, wait))
                 time.sleep(1)
         os.ftruncate(fd, 0)
         os.write(fd, ('%d\n' % os.getpid()).encode())
