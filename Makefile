@@ -63,9 +63,11 @@ lab-destroy: ## Remove the lab's containers, network and firewall rules
 site: ## Run site.yml against the lab
 	$(LAB_LOCK) ansible-playbook site.yml
 
-demo: lab-up ## Lab + site.yml + a row written on each device shown on the cloud replica
+demo: lab-up ## Lab + site.yml + a row on each device shown on its replica + the status table, every device OK
 	$(LAB_LOCK) ansible-playbook site.yml
 	$(LAB_LOCK) ansible-playbook playbooks/demo_check.yml
+	$(LAB_LOCK) ansible-playbook playbooks/status.yml \
+	  -e '{"status_fail_states": ["error", "offline", "stopped", "lagging", "unbacked"]}'
 
 lint: venv ## yamllint + ansible-lint (production profile, offline)
 	yamllint -s .
