@@ -69,7 +69,9 @@ def s3_lab():
         lab.shell(CLOUD, 'rm -rf {d}.s3lab-saved && cp -a {d} {d}.s3lab-saved && cp -a {c} {c}.s3lab-saved'.format(
             d=BACKUP_DIR, c=CONFIG))
         try:
-            lab.shell(DEVICE, 'mariadb app -e "CREATE TABLE IF NOT EXISTS %s (id INT PRIMARY KEY, v VARCHAR(40)); '
+            # A fresh lab's device has no app schema yet (make lab-site writes no data).
+            lab.shell(DEVICE, 'mariadb -e "CREATE DATABASE IF NOT EXISTS app; USE app; '
+                              'CREATE TABLE IF NOT EXISTS %s (id INT PRIMARY KEY, v VARCHAR(40)); '
                               'INSERT IGNORE INTO %s SELECT seq, SHA1(seq) FROM seq_1_to_2000"' % (PROBE, PROBE))
             first = playbook('playbooks/backup.yml', '-l', CLOUD, '-e', '@' + settings)
             yield {'store': store, 'settings': settings, 'first': first}
