@@ -6,17 +6,14 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 
 def _flag(value, device_id):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ('true', 'yes', 'on', '1'):
-        return True
-    if text in ('false', 'no', 'off', '0'):
-        return False
-    raise AnsibleFilterError('edgefleet_auto_repair of %s must be a boolean, got %r' % (device_id, value))
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise AnsibleFilterError('edgefleet_auto_repair of %s must be a boolean, got %r' % (device_id, value))
 
 
 def auto_repair_flags(devices, hostvars, default=False):

@@ -131,7 +131,8 @@ def run(records, devices, repair_dir, policy, repair, write, now=None, log=None)
     opted_in = set(d['id'] for d in devices.values() if d.get('auto_repair'))
     attempts_path = os.path.join(repair_dir, ATTEMPTS_FILE)
     attempts = prune_attempts(read_json(attempts_path, []), now)
-    chosen, deferred = plan(candidates(records, opted_in), attempts, now, policy)
+    wanted = candidates(records, opted_in)
+    chosen, deferred = plan(wanted, attempts, now, policy)
     outcomes = []
     for device, reason, why in deferred:
         path = os.path.join(repair_dir, '%s.json' % device)
@@ -153,7 +154,7 @@ def run(records, devices, repair_dir, policy, repair, write, now=None, log=None)
         log('%s: %s in %.1f s: %s' % (device, state, clock() - started, detail))
         outcomes.append((device, state, detail))
     # A device repaired earlier (or by hand) that needs nothing now: its record says so.
-    needing = set(device for device, _reason, _blocked in candidates(records, opted_in))
+    needing = set(device for device, _reason, _blocked in wanted)
     for record in records:
         path = os.path.join(repair_dir, '%s.json' % record['device'])
         previous = read_json(path, None)
