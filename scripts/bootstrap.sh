@@ -11,6 +11,7 @@ APT_PACKAGES=(
   prometheus chromium                      # promtool for the alert rules, the status page in a browser
   restic                                   # offsite copies of backups (live test of the backup script)
   python3-flask python3-gunicorn python3-pymysql python3-yaml openssl  # enrollment service under test (Debian's python3, as on hosts)
+  erlang-base erlang-crypto erlang-eldap erlang-inets erlang-mnesia erlang-os-mon erlang-parsetools erlang-public-key erlang-runtime-tools erlang-ssl erlang-syntax-tools erlang-tools erlang-xmerl socat  # RabbitMQ's runtime (change-stream live tests)
 )
 
 missing=()
@@ -27,6 +28,16 @@ if ((${#missing[@]})); then
     systemctl disable --now prometheus.service >/dev/null 2>&1 || true
   fi
 fi
+
+# RabbitMQ for the change-stream live tests (tests/support/rabbitmq.py): the .deb unpacked, never
+# installed (its postinst starts a broker on every address); Erlang's epmd.socket kept off too.
+RABBITMQ_DIR=/var/cache/edgefleet/rabbitmq
+if [[ ! -x $RABBITMQ_DIR/usr/lib/rabbitmq/bin/rabbitmq-server ]]; then
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && apt-get download -qq rabbitmq-server)
+  mkdir -p "$RABBITMQ_DIR" && dpkg -x "$deb_dir"/rabbitmq-server_*.deb "$RABBITMQ_DIR" && rm -rf "$deb_dir"
+fi
+[[ -d /run/systemd/system ]] && systemctl disable --now epmd.socket epmd.service >/dev/null 2>&1 || true
 
 PYTHON=${PYTHON:-python3}
 stamp_want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
