@@ -13,8 +13,10 @@ LAB_CLOUDS ?= 1
 LAB_VARS := inventories/lab/group_vars/all
 SECRETS := $(LAB_VARS)/secrets.yml
 LAB_STATE := $(CURDIR)/lab/.state
-MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica replication default \
-                      backup monitoring alerting proxysql enrollment device_enroll enrollment_trigger rebalance
+# replication and monitoring are left out: their converge is site.yml, like default's, whose verify
+# also runs their tests (molecule/default/molecule.yml).
+MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica default \
+                      backup alerting proxysql enrollment device_enroll enrollment_trigger rebalance
 # Everything that drives the shared lab holds this lock (/tmp/edgefleet-lab.lock), so parallel
 # work cannot interleave. scripts/lab-lock is flock(1) that reuses a lock inherited from a parent
 # (`flock /tmp/edgefleet-lab.lock make site`) instead of waiting for it for ever, as
@@ -112,7 +114,7 @@ security: lab-site ## Security probe only (keys confined, no shell, no secrets l
 # ~/.ansible/tmp, keyed only by the directory's base name, so two clones called main shared it and
 # a symlink left dangling by the other clone made Molecule crash (FileExistsError) before syntax.
 MOLECULE_WORK := $(CURDIR)/.cache/molecule
-molecule: lab-up molecule-run ## Molecule scenarios (testinfra verify, idempotence) on the lab
+molecule: lab-site molecule-run ## Molecule scenarios (testinfra verify, idempotence) on the lab
 molecule-run:
 	for s in $(MOLECULE_SCENARIOS); do \
 	  rm -rf $(MOLECULE_WORK)/$$s; \
