@@ -11,11 +11,17 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_table
 
 
-def cloud_table_devices(table):
+def cloud_table_devices(table, ids=None):
     try:
-        return fleet_table.devices(table)
+        entries = fleet_table.devices(table)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc))
+    if ids is None:
+        return entries
+    if isinstance(ids, str) or not isinstance(ids, (list, tuple)):
+        raise AnsibleFilterError('cloud_table_devices: ids must be a list of device ids')
+    wanted = set(ids)
+    return [entry for entry in entries if entry['id'] in wanted]
 
 
 def cloud_table_instances(table):

@@ -24,9 +24,8 @@ def pinned_known_hosts(names, hostvars):
         key = hv['edgefleet_host_public_key']
         if not isinstance(key, str):
             raise AnsibleFilterError('edgefleet_host_public_key of %s is not a string: %r' % (name, key))
-        if 'edgefleet_device_id' not in hv:
-            raise AnsibleFilterError('%s has a host key but no edgefleet_device_id' % name)
-        entries.append((hv['edgefleet_device_id'], ' '.join(key.split()[:2])))
+        # the fleet inventory's host name is the device id (older inventories: edgefleet_device_id)
+        entries.append((hv.get('edgefleet_device_id', name), ' '.join(key.split()[:2])))
     # Jinja's sort (what wrote this file before) ignores case; sorted() is stable like it.
     entries.sort(key=lambda entry: entry[0].lower() if isinstance(entry[0], str) else entry[0])
     return ''.join('%s %s\n' % entry for entry in entries)

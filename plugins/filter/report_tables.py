@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.edgefleet.mysql_backup.plugins.filter.status import status_table_diff
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_inventory
 
 
 def _sort_key(value):
@@ -68,8 +69,18 @@ def demo_rows(names, hostvars):
         except KeyError:
             raise AnsibleFilterError('%s is not in the inventory' % name)
         what = 'host %s' % name
-        rows.append([name, _required(hv, 'edgefleet_cloud_host', what), _required(hv, 'edgefleet_replica_instance', what),
-                     _required(hv, 'edgefleet_replica_port', what), 'yes' if hv.get('demo_arrived', False) else 'NO'])
+        cloud = _required(hv, 'edgefleet_cloud_host', what)
+        port = hv.get('edgefleet_replica_port')
+        if port is None:  # the fleet inventory keeps it in the cloud host's entry only
+            cvars = hostvars[cloud] if cloud in hostvars else {}
+            cloud_vars = dict((key, cvars.get(key)) for key in ('edgefleet_cloud_table', 'edgefleet_cloud_address'))
+            port = fleet_inventory.device_entry_vars(name, {name: {'edgefleet_cloud_host': cloud},
+                                                            cloud: cloud_vars}).get('edgefleet_replica_port')
+        if port is None:
+            raise AnsibleFilterError('%s has no edgefleet_replica_port (nor an entry on its cloud host %s)'
+                                     % (what, cloud))
+        rows.append([name, cloud, _required(hv, 'edgefleet_replica_instance', what), port,
+                     'yes' if hv.get('demo_arrived', False) else 'NO'])
     return rows
 
 

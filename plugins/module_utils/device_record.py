@@ -14,8 +14,9 @@ for operators and points here:
   ``edgefleet_cloud_devices`` inventory variable, built by :func:`cloud_device_entry` from the
   other two. Roles (tunnel gateway, replicas, backup, monitoring) and host programs (status
   collector, tunnel guard, checksums) read these dicts; :func:`device_records_error` says why a
-  list handed to a module is not made of them. The inventory also exposes every allocation key as
-  the device's host variable ``edgefleet_<key>``.
+  list handed to a module is not made of them. The inventory also exposes the allocation keys of
+  :data:`DEVICE_HOST_VAR_KEYS` as the device's host variables ``edgefleet_<key>``; the rest
+  (:data:`ENTRY_ONLY_KEYS`) only in the cloud host's entry.
 
 The key names are a contract across layers (SQL columns, inventory variables, role templates,
 JSON status files): rename none of them without changing every reader.
@@ -71,6 +72,12 @@ ALLOCATION_KEYS = tuple(ALLOCATION_KEYS_DOC)
 #: Allocation keys copied into a cloud device entry (and exposed as edgefleet_<key> host vars).
 CLOUD_DEVICE_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id', 'replica_mode',
                      'replica_instance', 'replica_port', 'replica_datadir', 'channel_name', 'schema_prefix')
+#: Allocation keys a device also carries as its own ``edgefleet_<key>`` host vars; the other
+#: CLOUD_DEVICE_KEYS (ENTRY_ONLY_KEYS) are only in its cloud host's entry (one copy per device:
+#: fleet_inventory.device_entry_vars, the filter cloud_table_devices).
+DEVICE_HOST_VAR_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id', 'replica_mode',
+                        'replica_instance')
+ENTRY_ONLY_KEYS = tuple(key for key in CLOUD_DEVICE_KEYS if key not in DEVICE_HOST_VAR_KEYS)
 #: One item of edgefleet_cloud_devices.
 CLOUD_DEVICE_ENTRY_KEYS = ('id', 'site', 'status') + CLOUD_DEVICE_KEYS + ('ssh_public_key',)
 #: What a module that checks devices (fleet_status, table_checksum) cannot do without.

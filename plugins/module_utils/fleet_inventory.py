@@ -16,7 +16,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.allocation import instances_by_host
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import format_port_ranges
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (
-    CLOUD_DEVICE_ENTRY_KEYS, CLOUD_DEVICE_KEYS, VAR_NAME_RE, cloud_device_entry,
+    CLOUD_DEVICE_ENTRY_KEYS, DEVICE_HOST_VAR_KEYS, ENTRY_ONLY_KEYS, VAR_NAME_RE, cloud_device_entry,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_table
 
@@ -134,8 +134,9 @@ def build(devices, cloud_hosts, state, options=None):
         if status == 'retired' and not include_retired:
             continue
         hv = dict(dev['vars']) if dev['vars'] else {}
-        hv['edgefleet_device_id'] = dev_id
-        hv['edgefleet_status'] = status
+        # the device id is the host name (inventory_hostname): not written again
+        if status != 'active':  # the default; groups status_<status> hold every device's status
+            hv['edgefleet_status'] = status
         hv['edgefleet_labels'] = dev['labels']
         # optional registry fields: set only when the registry has them (10,000 empty strings
         # cost ansible-inventory --list more than they tell)
@@ -161,10 +162,10 @@ def build(devices, cloud_hosts, state, options=None):
         if rec is not None:
             cloud = clouds.get(rec['cloud_host'])
             hv['edgefleet_cloud_host'] = rec['cloud_host']
-            hv['edgefleet_cloud_address'] = (cloud or {}).get('address') or ''
-            for key in CLOUD_DEVICE_KEYS:
+            # the rest of the allocation (replica port, datadir, channel name, schema prefix;
+            # the cloud host's address) is on the cloud host, once: device_record.ENTRY_ONLY_KEYS
+            for key in DEVICE_HOST_VAR_KEYS:
                 hv['edgefleet_' + key] = rec[key]
-            hv['edgefleet_replica_server_id'] = rec.get('replica_server_id')
             groups.setdefault('cloud_' + rec['cloud_host'], []).append(dev_id)
             groups.setdefault('mode_' + rec['replica_mode'], []).append(dev_id)
             if status == 'active' and rec['cloud_host'] in cloud_devices:
@@ -206,6 +207,7 @@ def build(devices, cloud_hosts, state, options=None):
         if host['address'] and 'ansible_host' not in hv:
             hv['ansible_host'] = host['address']
         hv['edgefleet_cloud_name'] = name
+        hv['edgefleet_cloud_address'] = host['address'] or ''
         hv['edgefleet_cloud_devices'] = sorted(cloud_devices[name], key=lambda entry: entry['id'])
         hv['edgefleet_cloud_instances'] = inst.get(name, [])
         hv['edgefleet_cloud_drain'] = bool(host['drain'])
@@ -226,6 +228,24 @@ def build(devices, cloud_hosts, state, options=None):
     if device_vars:
         group_vars['devices'] = device_vars
     return {'hosts': hosts, 'groups': groups, 'group_vars': group_vars, 'warnings': warnings}
+
+
+def device_entry_vars(name, hostvars):
+    """The variables of device ``name`` that the inventory keeps on its cloud host only:
+    ``edgefleet_<key>`` for each key of device_record.ENTRY_ONLY_KEYS (from the cloud host's
+    device entry) and ``edgefleet_cloud_address``. ``hostvars``: every host's variables as
+    ``ansible-inventory --list`` prints them (the cloud host's ``edgefleet_cloud_table`` or an
+    expanded ``edgefleet_cloud_devices``). {} for a device without an active allocation."""
+    cloud = (hostvars.get(name) or {}).get('edgefleet_cloud_host')
+    cvars = hostvars.get(cloud) or {}
+    table = cvars.get('edgefleet_cloud_table')
+    entries = fleet_table.devices(table) if table else cvars.get('edgefleet_cloud_devices')
+    for entry in entries if isinstance(entries, list) else ():
+        if entry.get('id') == name:
+            out = dict(('edgefleet_' + key, entry[key]) for key in ENTRY_ONLY_KEYS)
+            out['edgefleet_cloud_address'] = cvars.get('edgefleet_cloud_address', '')
+            return out
+    return {}
 
 
 def pack(data):

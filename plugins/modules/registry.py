@@ -134,7 +134,7 @@ EXAMPLES = r"""
 - name: Record the tunnel public key generated on the device
   edgefleet.mysql_backup.registry:
     config: "{{ edgefleet_fleet_config }}"
-    id: "{{ edgefleet_device_id }}"
+    id: "{{ inventory_hostname }}"
     public_key: "{{ tunnel_key.public_key }}"
   delegate_to: localhost
 

@@ -31,7 +31,14 @@ def inventory():
     """`ansible-inventory --list` of the lab fleet (hostvars and groups)."""
     out = subprocess.run(["ansible-inventory", "-i", INVENTORY, "--list"], env=ENV, cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout
-    return _plain(json.loads(out))
+    data = _plain(json.loads(out))
+    # A device's replica port, datadir, channel name, schema prefix and cloud address are kept
+    # on its cloud host only (one copy); the tests read them as the device's variables.
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_inventory import device_entry_vars
+    hostvars = data["_meta"]["hostvars"]
+    for name in data.get("devices", {}).get("hosts", []):
+        hostvars[name].update(device_entry_vars(name, hostvars))
+    return data
 
 
 def group(name):

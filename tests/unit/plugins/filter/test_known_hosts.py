@@ -41,5 +41,5 @@ def test_known_hosts_refuses_unknown_hosts_and_bad_keys():
         K.pinned_known_hosts(['nowhere'], HOSTVARS)
     with pytest.raises(AnsibleFilterError, match='not a string'):
         K.pinned_known_hosts(['d'], {'d': {'edgefleet_device_id': 'd', 'edgefleet_host_public_key': None}})
-    with pytest.raises(AnsibleFilterError, match='edgefleet_device_id'):
-        K.pinned_known_hosts(['d'], {'d': {'edgefleet_host_public_key': 'ssh-ed25519 AAAA'}})
+    # the host name is the device id when the inventory does not repeat it as edgefleet_device_id
+    assert K.pinned_known_hosts(['d'], {'d': {'edgefleet_host_public_key': 'ssh-ed25519 AAAA'}}) == 'd ssh-ed25519 AAAA\n'
