@@ -25,7 +25,7 @@ def failover_report_lines(devices, hostvars, lost_host, verified=(), online=()):
             state = 'PENDING: offline (the next site.yml or failover.yml run after it is back finishes it)'
         lines.append('%s: %s -> %s (tunnel ports %s/%s, replica %s): %s' % (
             device, lost_host, hv.get('edgefleet_cloud_host'), hv.get('edgefleet_tunnel_mysql_port'),
-            hv.get('edgefleet_tunnel_ssh_port'), hv.get('edgefleet_replica_instance'), state))
+            hv.get('edgefleet_tunnel_ssh_port'), hv.get('edgefleet_replica_instance', device), state))
     return lines or ['no device to re-home from %s' % lost_host]
 
 

@@ -79,7 +79,7 @@ def demo_rows(names, hostvars):
         if port is None:
             raise AnsibleFilterError('%s has no edgefleet_replica_port (nor an entry on its cloud host %s)'
                                      % (what, cloud))
-        rows.append([name, cloud, _required(hv, 'edgefleet_replica_instance', what), port,
+        rows.append([name, cloud, hv.get('edgefleet_replica_instance', name), port,
                      'yes' if hv.get('demo_arrived', False) else 'NO'])
     return rows
 

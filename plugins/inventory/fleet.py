@@ -147,6 +147,13 @@ notes:
     expressions that expand it where they are used (filters
     P(edgefleet.mysql_backup.cloud_table_devices#filter) and
     P(edgefleet.mysql_backup.cloud_table_instances#filter))."
+  - "Each device's data is written once: a device carries its connection variables, labels, site,
+    reach, cloud host, tunnel ports, server and GTID domain ids, replica mode, and its replica
+    instance when that is not the device id; its replica port, datadir, channel name (the device
+    id), schema prefix and its cloud host's address (C(edgefleet_cloud_address) of the cloud
+    host) are only in its cloud host's entry (P(edgefleet.mysql_backup.cloud_table_devices#filter)
+    with the device id). The device id is the host name; C(edgefleet_status) is set only when it
+    is not C(active)."
 seealso:
   - module: edgefleet.mysql_backup.allocation
   - module: edgefleet.mysql_backup.registry

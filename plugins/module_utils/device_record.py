@@ -74,9 +74,9 @@ CLOUD_DEVICE_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_
                      'replica_instance', 'replica_port', 'replica_datadir', 'channel_name', 'schema_prefix')
 #: Allocation keys a device also carries as its own ``edgefleet_<key>`` host vars; the other
 #: CLOUD_DEVICE_KEYS (ENTRY_ONLY_KEYS) are only in its cloud host's entry (one copy per device:
-#: fleet_inventory.device_entry_vars, the filter cloud_table_devices).
-DEVICE_HOST_VAR_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id', 'replica_mode',
-                        'replica_instance')
+#: fleet_inventory.device_entry_vars, the filter cloud_table_devices), except replica_instance,
+#: which a device also carries when it is not its own id (channel mode: the shared instance).
+DEVICE_HOST_VAR_KEYS = ('tunnel_mysql_port', 'tunnel_ssh_port', 'server_id', 'gtid_domain_id', 'replica_mode')
 ENTRY_ONLY_KEYS = tuple(key for key in CLOUD_DEVICE_KEYS if key not in DEVICE_HOST_VAR_KEYS)
 #: One item of edgefleet_cloud_devices.
 CLOUD_DEVICE_ENTRY_KEYS = ('id', 'site', 'status') + CLOUD_DEVICE_KEYS + ('ssh_public_key',)

@@ -166,6 +166,8 @@ def build(devices, cloud_hosts, state, options=None):
             # the cloud host's address) is on the cloud host, once: device_record.ENTRY_ONLY_KEYS
             for key in DEVICE_HOST_VAR_KEYS:
                 hv['edgefleet_' + key] = rec[key]
+            if rec['replica_instance'] != dev_id:  # else: the instance is named after the device
+                hv['edgefleet_replica_instance'] = rec['replica_instance']
             groups.setdefault('cloud_' + rec['cloud_host'], []).append(dev_id)
             groups.setdefault('mode_' + rec['replica_mode'], []).append(dev_id)
             if status == 'active' and rec['cloud_host'] in cloud_devices:

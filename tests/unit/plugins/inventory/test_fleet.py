@@ -110,7 +110,7 @@ def test_device_vars(tmp_path):
         'edgefleet_labels': {'lab': 'true', 'hw': 'rpi4'}, 'edgefleet_cloud_host': 'cloud01',
         'edgefleet_tunnel_mysql_port': 20000,
         'edgefleet_tunnel_ssh_port': 20001, 'edgefleet_server_id': 1000, 'edgefleet_gtid_domain_id': 1000,
-        'edgefleet_replica_mode': 'instance', 'edgefleet_replica_instance': 'device01',
+        'edgefleet_replica_mode': 'instance',
         'ansible_host': '10.231.0.11', 'edgefleet_reach': 'address', 'edgefleet_address': '10.231.0.11',
     }
     # nothing else: no device's data written twice (issue 19.3)
@@ -119,7 +119,8 @@ def test_device_vars(tmp_path):
     listed = dict((host.name, host.get_vars()) for host in inv.get_hosts())
     assert fleet_inventory.device_entry_vars('device01', listed) == {
         'edgefleet_replica_port': 30000, 'edgefleet_replica_datadir': '/var/lib/edgefleet/replicas/device01',
-        'edgefleet_channel_name': 'device01', 'edgefleet_schema_prefix': '', 'edgefleet_cloud_address': '10.231.0.201'}
+        'edgefleet_channel_name': 'device01', 'edgefleet_schema_prefix': '', 'edgefleet_cloud_address': '10.231.0.201',
+        'edgefleet_replica_instance': 'device01'}  # on the device only when not its own id
     assert fleet_inventory.device_entry_vars('device03', listed)['edgefleet_schema_prefix'] == 'device03_'
     assert fleet_inventory.device_entry_vars('device04', listed) == {}  # disabled: no allocation
     assert 'edgefleet_ssh_public_key' not in one  # optional registry fields: unset when empty
