@@ -26,6 +26,18 @@ class EnvelopeError(ValueError):
     """A message that is not a valid change event (a poisoned message)."""
 
 
+_DDL_TABLE_RE = re.compile(
+    r'^\s*(?:/\*.*?\*/\s*)*(?:ALTER|CREATE|DROP|RENAME|TRUNCATE)\s+(?:ONLINE\s+|IGNORE\s+|OR\s+REPLACE\s+|'
+    r'TEMPORARY\s+)*(?:TABLE|INDEX\s+\S+\s+ON|VIEW)?\s*(?:IF\s+(?:NOT\s+)?EXISTS\s+)?'
+    r'`?([A-Za-z0-9_$]+)`?\s*\.', re.IGNORECASE | re.DOTALL)
+
+
+def ddl_schema(query, default):
+    """The schema a DDL statement changes: the qualifier of its first table, else the session's."""
+    match = _DDL_TABLE_RE.match(query or '')
+    return match.group(1) if match else default
+
+
 def event_id(gtid, row):
     """'<domain>-<server>-<seq>:<row index within the transaction>'; the same on every re-read."""
     return '%s:%d' % (gtid, row)

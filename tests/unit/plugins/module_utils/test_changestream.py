@@ -97,6 +97,18 @@ def test_decode_checks_what_the_fanin_relies_on():
         envelope.decode(envelope.encode(good), '7-7-42:4')
 
 
+@pytest.mark.parametrize('query, schema', [
+    ('ALTER TABLE dev1_app.items ADD COLUMN note VARCHAR(32)', 'dev1_app'),
+    ('alter online table `dev1_app`.`items` add c int', 'dev1_app'),
+    ('CREATE TABLE IF NOT EXISTS dev2_app.t (id INT)', 'dev2_app'),
+    ('DROP TABLE dev1_app.t', 'dev1_app'),
+    ('ALTER TABLE items ADD c INT', 'default'),
+    ('GRANT SELECT ON *.* TO x', 'default'),
+])
+def test_ddl_schema_is_the_qualifier_else_the_session_database(query, schema):
+    assert envelope.ddl_schema(query, 'default') == schema
+
+
 def test_ddl_events_decode_as_ddl():
     event = envelope.build_ddl_event('dev1', 'app', 'ALTER TABLE items ADD c INT', dict(SOURCE, row=0), 1)
     assert envelope.decode(envelope.encode(event))[1] == 'ddl'

@@ -1,0 +1,275 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, edgefleet maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""edgefleet-changestream-capture: one replica mysqld's binlog -> RabbitMQ (docs/changestream.md).
+
+    edgefleet-changestream-capture --config /etc/edgefleet/changestream-<instance>.json
+
+Config (JSON): ``replica`` (client_kwargs: host/port or unix_socket, user, password),
+``reader_server_id`` (unique among the replica's readers), ``databases`` (the devices' own
+schema names, e.g. ["app"]), ``devices`` (records: id, gtid_domain_id, schema_prefix, server_id),
+``broker`` (host, port, user, password, vhost, tls, ca_file), ``exchange``,
+``dead_letter_exchange``, ``queues`` ([{name, bindings}] declared before publishing, so nothing is
+published into the void), ``checkpoint`` (path), ``start_gtid_pos`` (where to start without a
+checkpoint; '' = the oldest binlog), ``checkpoint_interval`` (seconds, 1).
+
+Every row event is published persistent, with publisher confirms, ``message_id`` = event id; the
+checkpoint advances past a transaction only when all of its events were confirmed. A lost
+broker: reconnect and re-read from the last confirmed transaction (same ids). Refused
+credentials: exit 2 with the reason. Exit 0 on SIGTERM after saving the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import broker as broker_mod
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import envelope
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.checkpoint import Checkpoint
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.devices import (
+    DeviceMap, UnknownDevice,
+)
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import (
+    client_kwargs, connect_pymysql,
+)
+
+
+class CaptureError(Exception):
+    """A setting the capture cannot run with (told once, exit 2)."""
+
+
+class Stop(Exception):
+    """SIGTERM/SIGINT: save the checkpoint and leave."""
+
+
+def log(message):
+    sys.stderr.write('changestream-capture: %s\n' % message)
+    sys.stderr.flush()
+
+
+def _text(value):
+    return value.decode('utf-8', 'replace') if isinstance(value, (bytes, bytearray)) else (value or '')
+
+
+def _primary_key(value):
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def check_replica(replica):
+    """The replica must write full row images with column names into its binlog."""
+    conn = connect_pymysql(**replica)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata")
+            log_bin, binlog_format, row_image, row_metadata = cur.fetchone()
+    finally:
+        conn.close()
+    problems = []
+    if not int(log_bin):
+        problems.append('log_bin is OFF')
+    if binlog_format != 'ROW':
+        problems.append('binlog_format is %s, not ROW' % binlog_format)
+    if row_image != 'FULL':
+        problems.append('binlog_row_image is %s, not FULL' % row_image)
+    if row_metadata != 'FULL':
+        problems.append('binlog_row_metadata is %s, not FULL (column names)' % row_metadata)
+    if problems:
+        raise CaptureError('the replica cannot feed the change stream: ' + '; '.join(problems))
+
+
+class Publisher:
+    """Publishes with confirms on one channel; a failure raises (the transaction stays unconfirmed)."""
+
+    def __init__(self, connection, config):
+        import pika
+        self.pika = pika
+        self.connection = connection
+        self.channel = connection.channel()
+        self.channel.confirm_delivery()
+        broker_mod.declare(self.channel, config)
+        self.exchange = config.get('exchange', 'edgefleet.changes')
+        self.dead = config.get('dead_letter_exchange', 'edgefleet.dead')
+        self.published = 0
+
+    def publish(self, routing_key, event, message_id, headers=None, dead=False):
+        properties = self.pika.BasicProperties(
+            delivery_mode=2, message_id=message_id, content_type='application/json',
+            timestamp=int(time.time()), headers=headers or None)
+        # mandatory: a message no queue takes is an error, not a silent loss.
+        self.channel.basic_publish(self.dead if dead else self.exchange, routing_key, envelope.encode(event),
+                                   properties, mandatory=True)
+        self.published += 1
+
+    def idle(self):
+        self.connection.process_data_events(0)
+
+
+class Capture:
+    def __init__(self, config):
+        self.config = config
+        self.devices = DeviceMap(config['devices'], config['databases'])
+        self.checkpoint = Checkpoint.load(config['checkpoint'], config.get('start_gtid_pos', ''))
+        self.interval = float(config.get('checkpoint_interval', 1.0))
+        self.saved_at = 0.0
+        self.saved_text = None
+
+    def save(self, force=False):
+        text = self.checkpoint.text()
+        if text != self.saved_text and (force or time.monotonic() - self.saved_at >= self.interval):
+            self.checkpoint.save()
+            self.saved_text = text
+            self.saved_at = time.monotonic()
+
+    def stream(self, publisher):
+        from pymysqlreplication import BinLogStreamReader
+        from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, XidEvent
+        from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+        reader = BinLogStreamReader(
+            connection_settings=client_kwargs(**self.config['replica']),
+            server_id=int(self.config['reader_server_id']), is_mariadb=True,
+            auto_position=self.checkpoint.text(), blocking=True, slave_heartbeat=2,
+            only_events=[MariadbGtidEvent, QueryEvent, XidEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent,
+                         HeartbeatLogEvent],
+            enable_logging=False)
+        log('reading the replica binlog from %r' % (self.checkpoint.text(),))
+        gtid = None
+        row = 0
+        ts_ms = 0
+        try:
+            for event in reader:
+                if isinstance(event, HeartbeatLogEvent):
+                    publisher.idle()
+                    self.save()
+                    continue
+                if isinstance(event, MariadbGtidEvent):
+                    gtid, row, ts_ms = event.gtid, 0, int(event.timestamp) * 1000
+                    continue
+                if gtid is None:
+                    continue
+                domain, server_id = (int(part) for part in gtid.split('-')[:2])
+                source = {'server_id': server_id, 'gtid': gtid, 'ts_ms': ts_ms,
+                          'file': reader.log_file, 'pos': event.packet.log_pos}
+                if isinstance(event, QueryEvent):
+                    query = _text(event.query).strip()
+                    if query.upper() == 'BEGIN':
+                        continue
+                    if query.upper() != 'COMMIT':
+                        self.ddl(publisher, domain, envelope.ddl_schema(query, _text(event.schema)), query,
+                                 dict(source, row=row))
+                    self.commit(gtid)
+                    gtid = None
+                    continue
+                if isinstance(event, XidEvent):
+                    self.commit(gtid)
+                    gtid = None
+                    continue
+                op = {WriteRowsEvent: 'c', UpdateRowsEvent: 'u', DeleteRowsEvent: 'd'}[type(event)]
+                if not self.devices.watches(event.schema):
+                    continue
+                for values in event.rows:
+                    before = values.get('before_values') if op == 'u' else (values['values'] if op == 'd' else None)
+                    after = values.get('after_values') if op == 'u' else (values['values'] if op == 'c' else None)
+                    self.row(publisher, op, domain, event.schema, event.table, before, after,
+                             _primary_key(event.primary_key), dict(source, row=row))
+                    row += 1
+        finally:
+            reader.close()
+
+    def row(self, publisher, op, domain, schema, table, before, after, primary_key, source):
+        message_id = envelope.event_id(source['gtid'], source['row'])
+        try:
+            device, db = self.devices.resolve(domain, schema)
+        except UnknownDevice as exc:
+            event = envelope.build_event(op, None, schema, table, before, after, primary_key, source,
+                                         int(time.time() * 1000))
+            publisher.publish('unknown.%s.%s' % (schema, table), event, message_id,
+                              headers={broker_mod.ERROR_HEADER: str(exc)}, dead=True)
+            return
+        try:
+            event = envelope.build_event(op, device, db, table, before, after, primary_key, source,
+                                         int(time.time() * 1000))
+        except envelope.EnvelopeError as exc:
+            event = {'payload': {'source': dict(source, name=device, db=db, table=table), 'op': op,
+                                 'before': envelope._image(before), 'after': envelope._image(after)}, 'key': None}
+            publisher.publish(envelope.routing_key(device, db, table), event, message_id,
+                              headers={broker_mod.ERROR_HEADER: str(exc)}, dead=True)
+            return
+        publisher.publish(envelope.routing_key(device, db, table), event, message_id)
+
+    def ddl(self, publisher, domain, schema, query, source):
+        try:
+            device, db = self.devices.resolve(domain, schema)
+        except UnknownDevice:
+            return  # not a watched schema of a device (the replica's own or another database)
+        event = envelope.build_ddl_event(device, db, query, source, int(time.time() * 1000))
+        publisher.publish(envelope.routing_key(device, db, envelope.DDL_TABLE), event,
+                          envelope.event_id(source['gtid'], source['row']))
+
+    def commit(self, gtid):
+        # Every publish of this transaction returned: the broker confirmed each one.
+        self.checkpoint.advance(gtid)
+        self.save()
+
+
+def run(config):
+    import pika.exceptions
+    check_replica(config['replica'])
+    capture = Capture(config)
+    delay = 1.0
+    try:
+        while True:
+            try:
+                connection = broker_mod.connect(config['broker'])
+            except pika.exceptions.AMQPConnectionError as exc:
+                log('broker unreachable (%s); retrying in %.0f s' % (exc.__class__.__name__, delay))
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 1.0
+            try:
+                capture.stream(Publisher(connection, config))
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                log('broker lost (%s: %s); resuming from %s' % (exc.__class__.__name__, exc, capture.checkpoint.text()))
+                capture.save(force=True)
+                time.sleep(1.0)
+            finally:
+                if connection.is_open:
+                    try:
+                        connection.close()
+                    except Exception:  # pylint: disable=broad-except
+                        pass
+    except Stop:
+        log('stopping at %s' % capture.checkpoint.text())
+        return 0
+    finally:
+        capture.save(force=True)
+
+
+def _stop(signum, frame):
+    raise Stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='edgefleet-changestream-capture', description=__doc__.split('\n')[0])
+    parser.add_argument('--config', required=True)
+    args = parser.parse_args(argv)
+    with open(args.config, encoding='utf-8') as handle:
+        config = json.load(handle)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        return run(config)
+    except (broker_mod.BrokerAuthError, CaptureError) as exc:
+        log('error: %s' % exc)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
