@@ -74,9 +74,10 @@ demo: lab-up ## Lab + site.yml + a row on each device shown on its replica + the
 lint: venv ## yamllint + ansible-lint (production profile, offline)
 	yamllint -s .
 	python scripts/role-docs --check
-	# Molecule leaves a copy of this collection there; ansible-lint would resolve modules from it.
-	$(LAB_LOCK) rm -rf $(HOME)/.ansible/collections/ansible_collections/edgefleet
-	ansible-lint
+	# A HOME of its own: Molecule leaves a copy of this collection under ~/.ansible/collections,
+	# from which ansible-lint would resolve modules (and removing it would race a Molecule run).
+	@mkdir -p $(CURDIR)/.cache/lint-home
+	HOME=$(CURDIR)/.cache/lint-home ansible-lint
 
 sanity: venv ## ansible-test sanity
 	scripts/ansible-test.sh sanity --venv --python 3.11
@@ -134,18 +135,27 @@ test-failover: lab-site ## Failover of a lost cloud host on a 2-cloud lab (~14 m
 	$(LAB_LOCK) python -m pytest -s tests/failover
 
 # The lab comes up and converges (make lab-site: image, containers, site.yml; several minutes on a
-# fresh machine) in the background while the suites that need no lab run; its output is printed
-# after them. Then the lab suites and the short fault suite (each leaves the lab as converged by
-# site.yml), and the Molecule scenarios last (they converge roles with their own settings).
+# fresh machine, much of it waiting on apt) and lint runs, both in the background, while the
+# suites that need no lab run; their output is printed after them. Then the lab suites and the
+# short fault suite (each leaves the lab as converged by site.yml), and the Molecule scenarios
+# last (they converge roles with their own settings). Each phase prints its seconds.
 TEST_LAB_LOG := $(CURDIR)/.cache/make-test-lab-site.log
-test: venv lint ## Everything CI runs
+TEST_LINT_LOG := $(CURDIR)/.cache/make-test-lint.log
+test: venv ## Everything CI runs
 	@mkdir -p $(dir $(TEST_LAB_LOG)); start=$$(date +%s); \
 	 $(MAKE) --no-print-directory lab-site > $(TEST_LAB_LOG) 2>&1 & lab=$$!; \
+	 ( s=$$(date +%s); rc=0; $(MAKE) --no-print-directory lint > $(TEST_LINT_LOG) 2>&1 || rc=$$?; \
+	   echo "make test: lint took $$(( $$(date +%s) - s )) s (exit $$rc)" >> $(TEST_LINT_LOG); exit $$rc ) & lint=$$!; \
 	 status=0; $(MAKE) --no-print-directory sanity units live promtool browser || status=$$?; \
 	 echo "make test: suites without the lab done after $$(( $$(date +%s) - start )) s (exit $$status)"; \
+	 lint_status=0; wait $$lint || lint_status=$$?; \
+	 echo "----- make lint (background) -----"; cat $(TEST_LINT_LOG); \
 	 lab_status=0; wait $$lab || lab_status=$$?; \
 	 echo "----- make lab-site (background) -----"; cat $(TEST_LAB_LOG); \
 	 echo "make test: lab ready after $$(( $$(date +%s) - start )) s (exit $$lab_status)"; \
-	 [ $$status -eq 0 ] && [ $$lab_status -eq 0 ]
-	$(MAKE) --no-print-directory lab-test-run faults-short-run molecule-run
+	 [ $$status -eq 0 ] && [ $$lint_status -eq 0 ] && [ $$lab_status -eq 0 ]
+	@start=$$(date +%s); $(MAKE) --no-print-directory lab-test-run faults-short-run; \
+	 echo "make test: lab suites and short faults took $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); $(MAKE) --no-print-directory molecule-run; \
+	 echo "make test: Molecule took $$(( $$(date +%s) - start )) s"
 	@echo "make test: all green"
