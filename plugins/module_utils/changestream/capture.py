@@ -230,7 +230,7 @@ def run(config):
             except pika.exceptions.AMQPConnectionError as exc:
                 log('broker unreachable (%s); retrying in %.0f s' % (exc.__class__.__name__, delay))
                 time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 5.0)
                 continue
             delay = 1.0
             try:

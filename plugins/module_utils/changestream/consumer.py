@@ -172,7 +172,7 @@ def run(config):
             central.conn.rollback()
             log('broker lost or unreachable (%s: %s); retrying in %.0f s' % (exc.__class__.__name__, exc, delay))
             time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, 5.0)
     return 0
 
 
