@@ -149,6 +149,25 @@ def is_due(last_success_ts, min_age, now, force=False):
     return now - last_success_ts >= min_age
 
 
+def first_backup_wait_reason(has_schema, channel, max_lag):
+    """Why a device's first backup waits for a later run, or None when its replica is ready.
+
+    has_schema: the replica holds a schema of the device (else there is nothing to protect yet, and
+    an attempt would only record a failure and raise an alert for a device just enrolled);
+    channel: its SHOW ALL SLAVES STATUS row (None: no channel); max_lag: seconds behind its device
+    the channel may be (a replica still replaying its seed or a backlog would be backed up stale)."""
+    if not has_schema:
+        return 'no schema of the device on its replica yet'
+    if channel is None:
+        return 'no replication channel yet'
+    if channel.get('Slave_SQL_Running') != 'Yes':
+        return 'its channel is not applying (SQL thread %s)' % (channel.get('Slave_SQL_Running') or 'stopped')
+    behind = channel.get('Seconds_Behind_Master')
+    if behind not in (None, '', 'NULL') and int(behind) > int(max_lag):
+        return 'catching up: %s s behind its device (first_max_lag %d s)' % (behind, int(max_lag))
+    return None
+
+
 def check_retention_policy(keep_last, keep_days):
     for name, value in (('keep_last', keep_last), ('keep_days', keep_days)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

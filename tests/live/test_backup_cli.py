@@ -598,6 +598,33 @@ def test_first_backs_up_and_verifies_only_devices_never_backed_up_a_few_per_run(
     assert [len(backups_of(tmp_path, d)) for d in ('dev1', 'dev2')] == [1, 1]
 
 
+def test_first_waits_for_a_replica_without_the_devices_schema_or_not_applying(tmp_path, fleet):
+    """No attempt, no failure recorded, the reason listed: a device enrolled before its program
+    created its database, and a channel whose SQL thread is stopped; both are backed up by the
+    first run after they are ready."""
+    config_path = make_config(tmp_path, fleet)
+    config = json.loads(open(config_path, encoding='utf-8').read())
+    config['devices'].append({'id': 'dev4', 'socket': fleet['rb'].socket, 'mode': 'channel', 'channel': 'dev4',
+                              'instance': 'shared', 'schema_prefix': 'dev4_', 'gtid_domain_id': 1004})
+    with open(config_path, 'w', encoding='utf-8') as handle:
+        json.dump(config, handle)
+    rb = fleet['rb']
+    rb.execute("STOP SLAVE 'dev2' SQL_THREAD")
+    try:
+        result = cli(config_path, 'first', '--device', 'dev2', '--device', 'dev4')
+        assert result['ok'] and result['devices'] == [], result
+        assert 'SQL thread No' in result['not_ready']['dev2'], result
+        assert 'no schema of the device' in result['not_ready']['dev4'], result
+        assert backups_of(tmp_path, 'dev2') == backups_of(tmp_path, 'dev4') == []
+        assert not (tmp_path / 'backup' / 'status' / 'dev2.json').exists()
+    finally:
+        rb.execute("START SLAVE 'dev2' SQL_THREAD")
+    wait_for(lambda: sql_running(rb, 'dev2'), what='dev2 applying again')
+    later = cli(config_path, 'first', '--device', 'dev2', '--device', 'dev4')
+    assert [r['device'] for r in later['devices']] == ['dev2'] and list(later['not_ready']) == ['dev4'], later
+    assert status_of(tmp_path, 'dev2')['last_verify_ok'] is True
+
+
 def test_first_rate_limit_and_busy_host(tmp_path, fleet):
     config = make_config(tmp_path, fleet, first_max_per_run=1, lock_wait=1)
     result = cli(config, 'first')

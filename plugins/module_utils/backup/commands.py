@@ -16,7 +16,7 @@ import time
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import backup_policy as P
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.client import Server, sql_string
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.config import DEFAULT_TOOLS
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.dump import backup_device
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.dump import backup_device, device_schemas
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.errors import BackupError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.files import read_json
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.backup.listing import (
@@ -176,20 +176,48 @@ def cmd_first(ctx, args):
     if limit < 1:
         raise BackupError('--limit (first_max_per_run) must be at least 1, got %d' % limit)
     never = [d for d in pick_devices(ctx.config, args.device) if newest_good_ts(ctx, d['id']) is None]
-    chosen = first_backup_order(never, dict((d['id'], ctx.read_status(d['id'])) for d in never))[:limit]
-    log('first: %d device(s) never backed up, %d now (at most %d per run)' % (len(never), len(chosen), limit))
+    not_ready = first_backup_not_ready(ctx, never)
+    for device_id, reason in sorted(not_ready.items()):
+        log('first: %s waits: %s' % (device_id, reason))
+    ready = [d for d in never if d['id'] not in not_ready]
+    chosen = first_backup_order(ready, dict((d['id'], ctx.read_status(d['id'])) for d in ready))[:limit]
+    log('first: %d device(s) never backed up, %d not ready, %d now (at most %d per run)'
+        % (len(never), len(not_ready), len(chosen), limit))
     for device in chosen:
         if not os.path.exists(ctx.status_path(device['id'])):
             ctx.update_status(device['id'], lambda s: s)
     backed = parallel(ctx, lambda d: run_device(ctx, d), chosen)
     good = [d for d, r in zip(chosen, backed) if r.get('ok')]
     verified = parallel(ctx, lambda d: verify_device(ctx, d), good)
-    waiting = sorted(set(d['id'] for d in never) - set(d['id'] for d in chosen))
+    waiting = sorted(set(d['id'] for d in ready) - set(d['id'] for d in chosen))
     ok = all(r.get('ok') for r in backed + verified)
     log('first: %d backed up, %d verified, %d failed, %d waiting for a later run'
         % (len(good), len([r for r in verified if r.get('ok')]),
-           len([r for r in backed + verified if not r.get('ok')]), len(waiting)))
-    return {'devices': backed, 'verify': verified, 'waiting': waiting, 'ok': ok}
+           len([r for r in backed + verified if not r.get('ok')]), len(waiting) + len(not_ready)))
+    return {'devices': backed, 'verify': verified, 'waiting': waiting, 'not_ready': not_ready, 'ok': ok}
+
+
+def first_backup_not_ready(ctx, devices):
+    """{device id: why its first backup waits} (backup_policy.first_backup_wait_reason), one look
+    at the schemas and channels per replica instance. An instance that cannot be read is left to
+    the backup attempt, which records the error."""
+    by_socket, reasons = {}, {}
+    for device in devices:
+        by_socket.setdefault(device['socket'], []).append(device)
+    for socket, here in sorted(by_socket.items()):
+        server = Server(socket, ctx.tools, ctx.config['login_user'])
+        try:
+            channels, present = server.channels(), server.schemas()
+            schemas = dict((d['id'], bool(device_schemas(server, d, ctx.config['databases'], present))) for d in here)
+        except (BackupError, OSError) as exc:
+            log('first: cannot read %s (%s): its devices are attempted' % (socket, exc))
+            continue
+        for device in here:
+            reason = P.first_backup_wait_reason(schemas[device['id']], channels.get(device['channel']),
+                                                ctx.config['first_max_lag'])
+            if reason:
+                reasons[device['id']] = reason
+    return reasons
 
 
 def cmd_verify(ctx, args):

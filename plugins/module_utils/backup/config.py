@@ -41,6 +41,7 @@ DEFAULTS = {
     'verify_socket': None,                  # default: the device's replica instance
     'verify_after_backup': False,
     'first_max_per_run': 4,
+    'first_max_lag': 60,                   # seconds a channel may be behind for its first backup
     'file_mode': '0640',
     'dir_mode': '0750',
     'group': None,

@@ -45,9 +45,10 @@ def invoked_by():
     return 'cli'
 
 
-def device_schemas(server, device, databases):
-    """[(source schema, replica schema)] of a device on its replica instance."""
-    present = set(server.schemas())
+def device_schemas(server, device, databases, present=None):
+    """[(source schema, replica schema)] of a device on its replica instance (present: the
+    instance's schemas, when already read)."""
+    present = set(server.schemas() if present is None else present)
     if device['mode'] == 'channel':
         pairs = [(db, device['schema_prefix'] + db) for db in databases]
         return [(db, replica) for db, replica in pairs if replica in present]

@@ -341,3 +341,23 @@ def test_shared_instance_names_with_a_dash_round_trip(subject, kind, seq):
     epoch = 1796000000
     name = P.backup_file_name(subject, epoch, kind, seq)
     assert P.parse_backup_file_name(name) == (subject, epoch, kind, seq)
+
+
+APPLYING = {'Slave_SQL_Running': 'Yes', 'Seconds_Behind_Master': '0'}
+
+
+@pytest.mark.parametrize('has_schema,channel,max_lag,expected', [
+    (True, APPLYING, 60, None),
+    (True, dict(APPLYING, Seconds_Behind_Master='60'), 60, None),
+    (True, dict(APPLYING, Seconds_Behind_Master=None), 60, None),  # IO thread reconnecting: not measured
+    (True, dict(APPLYING, Seconds_Behind_Master='61'), 60, 'catching up: 61 s behind'),
+    (True, dict(APPLYING, Slave_SQL_Running='No'), 60, 'not applying (SQL thread No)'),
+    (True, None, 60, 'no replication channel yet'),
+    (False, APPLYING, 60, 'no schema of the device on its replica yet'),
+])
+def test_first_backup_waits_until_the_replica_is_ready(has_schema, channel, max_lag, expected):
+    reason = P.first_backup_wait_reason(has_schema, channel, max_lag)
+    if expected is None:
+        assert reason is None
+    else:
+        assert expected in reason
