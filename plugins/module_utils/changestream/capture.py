@@ -257,7 +257,7 @@ def _stop(signum, frame):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='edgefleet-changestream-capture', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='edgefleet-changestream-capture', description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--config', required=True)
     args = parser.parse_args(argv)
     with open(args.config, encoding='utf-8') as handle:
@@ -270,6 +270,3 @@ def main(argv=None):
         log('error: %s' % exc)
         return 2
 
-
-if __name__ == '__main__':
-    sys.exit(main())

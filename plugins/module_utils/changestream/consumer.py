@@ -177,7 +177,7 @@ def run(config):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='edgefleet-changestream-fanin', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='edgefleet-changestream-fanin', description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--config', required=True)
     args = parser.parse_args(argv)
     with open(args.config, encoding='utf-8') as handle:
@@ -188,6 +188,3 @@ def main(argv=None):
         log('error: %s' % exc)
         return 2
 
-
-if __name__ == '__main__':
-    sys.exit(main())

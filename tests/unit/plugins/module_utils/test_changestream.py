@@ -27,9 +27,8 @@ def row_event(op='c', before=None, after=None, source=None, key=('id',)):
 
 
 def roundtrip(event):
-    decoded, kind = envelope.decode(envelope.encode(event), envelope.event_id(event['payload']['source']['gtid'],
-                                                                             event['payload']['source']['row']))
-    return decoded, kind
+    source = event['payload']['source']
+    return envelope.decode(envelope.encode(event), envelope.event_id(source['gtid'], source['row']))
 
 
 def test_envelope_is_debezium_shaped_and_keyed_by_primary_key():
