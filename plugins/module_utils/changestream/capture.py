@@ -83,31 +83,95 @@ def check_replica(replica):
         raise CaptureError('the replica cannot feed the change stream: ' + '; '.join(problems))
 
 
+class PublishFailed(Exception):
+    """The broker nacked or returned a message: re-read from the last confirmed transaction."""
+
+
 class Publisher:
-    """Publishes with confirms on one channel; a failure raises (the transaction stays unconfirmed)."""
+    """Publisher confirms with a window of messages in flight on one channel.
+
+    Delivery tags count the channel's publishes from 1; a transaction is confirmed when every tag
+    up to its last one is (the lowest unconfirmed tag is above it). A nack or a returned
+    (unroutable, mandatory) message fails the stream, which re-reads from the checkpoint.
+    """
 
     def __init__(self, connection, config):
+        import collections
         import pika
         self.pika = pika
         self.connection = connection
         self.channel = connection.channel()
-        self.channel.confirm_delivery()
         broker_mod.declare(self.channel, config)
         self.exchange = config.get('exchange', 'edgefleet.changes')
         self.dead = config.get('dead_letter_exchange', 'edgefleet.dead')
+        self.window = int(config.get('confirm_window', 500))
         self.published = 0
+        self.next_tag = 1
+        self.unconfirmed = set()
+        self.commits = collections.deque()
+        self.failure = None
+        # The asynchronous channel under the blocking one: BlockingChannel.basic_publish waits for
+        # each confirm (one broker fsync per message), this keeps `window` of them in flight.
+        self.impl = self.channel._impl  # pylint: disable=protected-access
+        selected = []
+        self.impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+        self.impl.add_on_return_callback(self._on_return)
+        self.wait(lambda: selected, timeout=30)
+
+    def _on_confirm(self, frame):
+        method = frame.method
+        if isinstance(method, self.pika.spec.Basic.Nack):
+            self.failure = 'the broker refused (nack) message %d' % method.delivery_tag
+        if method.multiple:
+            self.unconfirmed = set(tag for tag in self.unconfirmed if tag > method.delivery_tag)
+        else:
+            self.unconfirmed.discard(method.delivery_tag)
+
+    def _on_return(self, channel, method, properties, body):
+        self.failure = 'no queue took message %s (routing key %s)' % (properties.message_id, method.routing_key)
+
+    def wait(self, predicate, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.check()
+            if time.monotonic() > deadline:
+                raise PublishFailed('no confirm from the broker within %d s' % timeout)
+            self.connection.process_data_events(time_limit=0.05)
+        self.check()
+
+    def check(self):
+        if self.failure:
+            raise PublishFailed(self.failure)
 
     def publish(self, routing_key, event, message_id, headers=None, dead=False):
         properties = self.pika.BasicProperties(
             delivery_mode=2, message_id=message_id, content_type='application/json',
             timestamp=int(time.time()), headers=headers or None)
         # mandatory: a message no queue takes is an error, not a silent loss.
-        self.channel.basic_publish(self.dead if dead else self.exchange, routing_key, envelope.encode(event),
-                                   properties, mandatory=True)
+        self.impl.basic_publish(self.dead if dead else self.exchange, routing_key, envelope.encode(event),
+                                properties, mandatory=True)
+        self.unconfirmed.add(self.next_tag)
+        self.next_tag += 1
         self.published += 1
+        if len(self.unconfirmed) >= self.window:
+            self.wait(lambda: len(self.unconfirmed) < self.window // 2 + 1)
 
-    def idle(self):
-        self.connection.process_data_events(0)
+    def mark(self, gtid):
+        """The transaction `gtid` ends after the messages published so far."""
+        self.commits.append((self.next_tag - 1, gtid))
+
+    def confirmed(self):
+        """GTIDs of the transactions whose every message the broker confirmed, in order."""
+        self.connection.process_data_events(time_limit=0)
+        self.check()
+        low = min(self.unconfirmed) if self.unconfirmed else self.next_tag
+        done = []
+        while self.commits and self.commits[0][0] < low:
+            done.append(self.commits.popleft()[1])
+        return done
+
+    def flush(self, timeout=30):
+        self.wait(lambda: not self.unconfirmed, timeout)
 
 
 class Capture:
@@ -145,8 +209,7 @@ class Capture:
         try:
             for event in reader:
                 if isinstance(event, HeartbeatLogEvent):
-                    publisher.idle()
-                    self.save()
+                    self.advance(publisher)
                     continue
                 if isinstance(event, MariadbGtidEvent):
                     gtid, row, ts_ms = event.gtid, 0, int(event.timestamp) * 1000
@@ -163,11 +226,11 @@ class Capture:
                     if query.upper() != 'COMMIT':
                         self.ddl(publisher, domain, envelope.ddl_schema(query, _text(event.schema)), query,
                                  dict(source, row=row))
-                    self.commit(gtid)
+                    self.commit(publisher, gtid)
                     gtid = None
                     continue
                 if isinstance(event, XidEvent):
-                    self.commit(gtid)
+                    self.commit(publisher, gtid)
                     gtid = None
                     continue
                 op = {WriteRowsEvent: 'c', UpdateRowsEvent: 'u', DeleteRowsEvent: 'd'}[type(event)]
@@ -212,9 +275,14 @@ class Capture:
         publisher.publish(envelope.routing_key(device, db, envelope.DDL_TABLE), event,
                           envelope.event_id(source['gtid'], source['row']))
 
-    def commit(self, gtid):
-        # Every publish of this transaction returned: the broker confirmed each one.
-        self.checkpoint.advance(gtid)
+    def commit(self, publisher, gtid):
+        publisher.mark(gtid)
+        self.advance(publisher)
+
+    def advance(self, publisher):
+        """Move the checkpoint past every transaction the broker confirmed in full."""
+        for gtid in publisher.confirmed():
+            self.checkpoint.advance(gtid)
         self.save()
 
 
@@ -233,9 +301,19 @@ def run(config):
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 1.0
+            publisher = None
             try:
-                capture.stream(Publisher(connection, config))
-            except (pika.exceptions.AMQPError, OSError) as exc:
+                publisher = Publisher(connection, config)
+                capture.stream(publisher)
+            except Stop:
+                if publisher is not None:
+                    try:  # what is in flight: confirmed now is not re-published at the next start
+                        publisher.flush(timeout=10)
+                        capture.advance(publisher)
+                    except (pika.exceptions.AMQPError, OSError, PublishFailed):
+                        pass
+                raise
+            except (pika.exceptions.AMQPError, OSError, PublishFailed) as exc:
                 log('broker lost (%s: %s); resuming from %s' % (exc.__class__.__name__, exc, capture.checkpoint.text()))
                 capture.save(force=True)
                 time.sleep(1.0)
@@ -269,4 +347,3 @@ def main(argv=None):
     except (broker_mod.BrokerAuthError, CaptureError) as exc:
         log('error: %s' % exc)
         return 2
-

@@ -187,4 +187,3 @@ def main(argv=None):
     except broker_mod.BrokerAuthError as exc:
         log('error: %s' % exc)
         return 2
-
