@@ -280,7 +280,9 @@ def test_change_stream_end_to_end(tmp_path):
         paths = {}
         for name, conf in (("capture", capture_conf), ("fanin", fanin_conf),
                            ("capture-bad", dict(capture_conf, broker=dict(capture_conf["broker"], password="wrong"))),
-                           ("fanin-bad", dict(fanin_conf, broker=dict(fanin_conf["broker"], password="wrong")))):
+                           ("fanin-bad", dict(fanin_conf, broker=dict(fanin_conf["broker"], password="wrong"))),
+                           ("capture-nobinlog", dict(capture_conf, replica=dict(capture_conf["replica"],
+                                                                                 port=central.port)))):
             paths[name] = str(tmp_path / ("%s.json" % name))
             with open(paths[name], "w", encoding="utf-8") as handle:
                 json.dump(conf, handle)
@@ -293,6 +295,9 @@ def test_change_stream_end_to_end(tmp_path):
             result = Program(lib, module, paths[name], str(tmp_path / "bad.log")).run()
             assert result.returncode == 2, result.stdout + result.stderr
             assert "refused the credentials of %s" % ("capture" if module == "capture" else "fanin") in result.stderr
+        # A server that cannot feed the stream (here: no binlog) is refused before anything else.
+        result = Program(lib, "capture", paths["capture-nobinlog"], str(tmp_path / "bad.log")).run()
+        assert result.returncode == 2 and "log_bin is OFF" in result.stderr, result.stderr
         assert not broker_queues(broker)
         with central.connect(database="fanin") as conn, conn.cursor() as cur:
             cur.execute("SHOW TABLES")
@@ -334,6 +339,9 @@ def test_change_stream_end_to_end(tmp_path):
             # A table the fan-in does not know, and a poisoned message: dead-lettered.
             writers[0].tx("INSERT INTO APP.other (id, v) VALUES (1, 1)")
             publish_raw(broker, "dev1.app.items", b"{not json", "poison-1")
+            # A GTID domain no device record has (a stray writer on the replica): dead-lettered by the capture.
+            Writer(source, {"id": "stray", "gtid_domain_id": 13, "server_id": 13,
+                            "schema_prefix": "dev1_"}).tx("INSERT INTO APP.other (id, v) VALUES (2, 2)")
 
             want = union_checksum(source)
             wait_for(lambda: central_checksum(central) == want, timeout=40, what="the fan-in to equal the devices")
@@ -347,7 +355,9 @@ def test_change_stream_end_to_end(tmp_path):
         assert "poisoned message: not JSON" in dict(reasons)["poison-1"]
         other = [r for r in reasons if "app.other is not fanned in" in r[1]]
         assert len(other) == 1, reasons
-        assert len(reasons) == 2, reasons
+        stray = [r for r in reasons if "GTID domain 13 is no device" in r[1]]
+        assert len(stray) == 1, reasons
+        assert len(reasons) == 3, reasons
         duplicates = check_tap(drain(broker, TAP), writers, source)
         assert "resuming from" in capture.log() or "reading the replica binlog" in capture.log()
         print("changestream live: %d transactions, %d duplicate deliveries on the tap, %.1f s"
