@@ -33,7 +33,7 @@ fi
 # installed (its postinst starts a broker on every address); Erlang's epmd.socket kept off too.
 RABBITMQ_DIR=/var/cache/edgefleet/rabbitmq
 if [[ ! -x $RABBITMQ_DIR/usr/lib/rabbitmq/bin/rabbitmq-server ]]; then
-  deb_dir=$(mktemp -d)
+  deb_dir=$(mktemp -d) && chmod 755 "$deb_dir"  # apt's _apt user writes the download there
   (cd "$deb_dir" && apt-get download -qq rabbitmq-server)
   mkdir -p "$RABBITMQ_DIR" && dpkg -x "$deb_dir"/rabbitmq-server_*.deb "$RABBITMQ_DIR" && rm -rf "$deb_dir"
 fi
