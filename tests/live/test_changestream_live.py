@@ -278,11 +278,11 @@ def test_change_stream_end_to_end(tmp_path):
             "broker": dict(broker_conf, user="fanin", password="fanin-pw"), "queues": queues,
             "queue": "edgefleet.fanin", "tables": {"app.items": "items"}, "batch": 20}
         paths = {}
+        no_binlog_replica = dict(capture_conf["replica"], port=central.port)
         for name, conf in (("capture", capture_conf), ("fanin", fanin_conf),
                            ("capture-bad", dict(capture_conf, broker=dict(capture_conf["broker"], password="wrong"))),
                            ("fanin-bad", dict(fanin_conf, broker=dict(fanin_conf["broker"], password="wrong"))),
-                           ("capture-nobinlog", dict(capture_conf, replica=dict(capture_conf["replica"],
-                                                                                 port=central.port)))):
+                           ("capture-nobinlog", dict(capture_conf, replica=no_binlog_replica))):
             paths[name] = str(tmp_path / ("%s.json" % name))
             with open(paths[name], "w", encoding="utf-8") as handle:
                 json.dump(conf, handle)
