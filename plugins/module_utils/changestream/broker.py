@@ -50,6 +50,16 @@ def connect(broker):
         raise
 
 
+def close_quietly(connection):
+    """Close a connection on the way out: one the broker already dropped has nothing to close,
+    and an error here must not hide the one being raised."""
+    if connection.is_open:
+        try:
+            connection.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
 def declare(channel, config):
     """Declare the exchange, the dead-letter exchange and queue, and the configured queues."""
     exchange = config.get('exchange', 'edgefleet.changes')

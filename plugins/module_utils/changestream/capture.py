@@ -318,11 +318,7 @@ def run(config):
                 capture.save(force=True)
                 time.sleep(1.0)
             finally:
-                if connection.is_open:
-                    try:
-                        connection.close()
-                    except Exception:  # pylint: disable=broad-except
-                        pass
+                broker_mod.close_quietly(connection)
     except Stop:
         log('stopping at %s' % capture.checkpoint.text())
         return 0

@@ -142,11 +142,7 @@ def consume(config, central, stats, stopping):
             if stopping and not batch:
                 return
     finally:
-        if connection.is_open:
-            try:
-                connection.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
+        broker_mod.close_quietly(connection)
 
 
 def run(config):
