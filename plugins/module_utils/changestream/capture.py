@@ -21,14 +21,11 @@ credentials: exit 2 with the reason. Exit 0 on SIGTERM after saving the checkpoi
 
 from __future__ import annotations
 
-import argparse
-import json
-import signal
 import sys
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import broker as broker_mod
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import envelope
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import envelope, program
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.checkpoint import Checkpoint
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.devices import (
     DeviceMap, UnknownDevice,
@@ -331,15 +328,5 @@ def _stop(signum, frame):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='edgefleet-changestream-capture', description=__doc__.split('\n', maxsplit=1)[0])
-    parser.add_argument('--config', required=True)
-    args = parser.parse_args(argv)
-    with open(args.config, encoding='utf-8') as handle:
-        config = json.load(handle)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        return run(config)
-    except (broker_mod.BrokerAuthError, CaptureError) as exc:
-        log('error: %s' % exc)
-        return 2
+    return program.main(argv, 'edgefleet-changestream-capture', __doc__, run,
+                        (broker_mod.BrokerAuthError, CaptureError), log, on_signal=_stop)

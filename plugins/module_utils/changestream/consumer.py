@@ -19,14 +19,12 @@ published to the dead-letter exchange with the reason in the ``x-edgefleet-error
 
 from __future__ import annotations
 
-import argparse
-import json
 import signal
 import sys
 import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import broker as broker_mod
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import envelope, fanin
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import envelope, fanin, program
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.mysql_connection import connect_pymysql
 
 
@@ -173,13 +171,4 @@ def run(config):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='edgefleet-changestream-fanin', description=__doc__.split('\n', maxsplit=1)[0])
-    parser.add_argument('--config', required=True)
-    args = parser.parse_args(argv)
-    with open(args.config, encoding='utf-8') as handle:
-        config = json.load(handle)
-    try:
-        return run(config)
-    except broker_mod.BrokerAuthError as exc:
-        log('error: %s' % exc)
-        return 2
+    return program.main(argv, 'edgefleet-changestream-fanin', __doc__, run, broker_mod.BrokerAuthError, log)
