@@ -50,11 +50,10 @@ def test_instance_memory_is_small(cloud):
     a lab instance that held the backup scenario's 100,000-row restores has touched them all), an
     instance stays under 184 MiB RSS (the limit was 200 MiB with the 16M pool of before)."""
     host = lab_host(cloud)
-    rss_kb = dict((int(pid), int(rss)) for pid, rss in (
-        line.split() for line in host.check_output("ps -C mariadbd -o pid=,rss=").splitlines()))
-    assert rss_kb
-    for pid, rss in rss_kb.items():
-        suffix = host.check_output("tr '\\0' ' ' < /proc/%s/cmdline", str(pid)).split("--defaults-group-suffix=.")
+    processes = [line.split(None, 1) for line in host.check_output("ps -C mariadbd -o rss=,args=").splitlines()]
+    assert processes
+    for rss, args in ((int(rss), args) for rss, args in processes):
+        suffix = args.split("--defaults-group-suffix=.")
         if len(suffix) < 2:
             continue  # not a replica instance
         socket = "/run/mysqld/edgefleet-%s.sock" % suffix[1].split()[0]
