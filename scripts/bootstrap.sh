@@ -10,6 +10,7 @@ APT_PACKAGES=(
   openssh-client autossh zstd rsync git make python3-venv
   prometheus chromium                      # promtool for the alert rules, the status page in a browser
   restic                                   # offsite copies of backups (live test of the backup script)
+  shellcheck                               # ansible-test sanity's shellcheck test (skipped with a warning without it)
   python3-flask python3-gunicorn python3-pymysql python3-yaml openssl  # enrollment service under test (Debian's python3, as on hosts)
   erlang-base erlang-crypto erlang-eldap erlang-inets erlang-mnesia erlang-os-mon erlang-parsetools erlang-public-key erlang-runtime-tools erlang-ssl erlang-syntax-tools erlang-tools erlang-xmerl socat  # RabbitMQ's runtime (change-stream live tests)
 )
@@ -37,7 +38,9 @@ if [[ ! -x $RABBITMQ_DIR/usr/lib/rabbitmq/bin/rabbitmq-server ]]; then
   (cd "$deb_dir" && apt-get download -qq rabbitmq-server)
   mkdir -p "$RABBITMQ_DIR" && dpkg -x "$deb_dir"/rabbitmq-server_*.deb "$RABBITMQ_DIR" && rm -rf "$deb_dir"
 fi
-[[ -d /run/systemd/system ]] && systemctl disable --now epmd.socket epmd.service >/dev/null 2>&1 || true
+if [[ -d /run/systemd/system ]]; then
+  systemctl disable --now epmd.socket epmd.service >/dev/null 2>&1 || true
+fi
 
 PYTHON=${PYTHON:-python3}
 stamp_want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
@@ -54,11 +57,11 @@ fi
 
 # ansible-test fetches a get-pip script from a host that is unreachable here. Its stand-in
 # bootstraps pip from the interpreter's own ensurepip and installs the pinned packages from PyPI.
-for version in 24_2; do
-  stand_in=~/.ansible/test/cache/get_pip_${version}.py
-  if [[ ! -f $stand_in ]]; then
-    mkdir -p "$(dirname "$stand_in")"
-    cat > "$stand_in" <<'PY'
+# ansible-core 2.19 asks for get_pip_24_2.py.
+stand_in=~/.ansible/test/cache/get_pip_24_2.py
+if [[ ! -f $stand_in ]]; then
+  mkdir -p "$(dirname "$stand_in")"
+  cat > "$stand_in" <<'PY'
 """Offline stand-in for get-pip.py: ensurepip, then pip install the requested packages."""
 import subprocess
 import sys
@@ -67,6 +70,5 @@ subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade"])
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check"] + args)
 PY
-  fi
-done
+fi
 echo "bootstrap: ok ($(.venv/bin/ansible --version 2>/dev/null | awk "NR==1"))"
