@@ -40,7 +40,7 @@ COLLECTION = "edgefleet.mysql_backup"
 # Trees that must be in the tarball file by file: what users run.
 SHIPPED_TREES = ("plugins", "roles", "playbooks", "meta", "docs")
 # Top-level files users need besides those trees.
-SHIPPED_FILES = ("README.md", "requirements.yml", "MANIFEST.json", "FILES.json")
+SHIPPED_FILES = ("README.md", "COPYING", "requirements.yml", "MANIFEST.json", "FILES.json")
 # Development-only paths that must never ship.
 NEVER_SHIPPED = ("tests", "bench", "lab", "molecule", "scripts", "collections", ".venv", ".cache",
                  ".hypothesis", ".ci", ".git", "inventories/lab", "prometheus/tests", "Makefile",
