@@ -19,6 +19,7 @@ import time
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_status import (
     STATES, format_duration, _one_line,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import observe
 
 
 def format_bytes(size):
@@ -43,12 +44,15 @@ def summary_line(summary):
     total = summary['total']
     counts = ', '.join('%d %s' % (summary.get(state, 0), state) for state in STATES
                        if state != 'inactive' or summary.get(state))
-    return ('fleet: %d device%s | %s | tunnels up %d/%d | replication running %d/%d | '
+    line = ('fleet: %d device%s | %s | tunnels up %d/%d | replication running %d/%d | '
             'backups fresh %d/%d | verify failed %d | diverged %d | max lag %s'
             % (total, '' if total == 1 else 's', counts, summary['tunnels_up'], total,
                summary['replication_running'], total, summary['backups_ok'], total,
                summary['verify_failed'], summary['diverged'],
                format_duration(summary['max_lag_s'])))
+    if summary.get('stream_devices'):  # only where the change stream is configured
+        line += ' | streams current %d/%d' % (summary['stream_current'], summary['stream_devices'])
+    return line
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,7 +71,8 @@ def _verify_text(backup):
     return '-'
 
 
-def table_rows(report):
+def table_rows(report, stream=False):
+    """One tuple per device; with ``stream`` a STREAM cell before the last column."""
     rows = []
     for record in report['devices']:
         repl, backup = record['replication'], record['backup']
@@ -85,15 +90,17 @@ def table_rows(report):
             format_duration(backup['age_s']) if backup['age_s'] is not None
             else ('never' if backup['state'] in ('never', 'failed') else '-'),
             _verify_text(backup),
-            _one_line(problem, 70),
-        ))
+        ) + ((observe.stream_cell(record),) if stream else ()) + (_one_line(problem, 70),))
     return rows
 
 
 def render_table(report):
     """Aligned plain-text table (worst first) followed by the one-line fleet summary."""
-    rows = table_rows(report)
-    widths = [len(title) for title in TABLE_COLUMNS]
+    # The STREAM column only on hosts where the change stream is configured.
+    stream = bool(report.get('changestream'))
+    columns = TABLE_COLUMNS[:-1] + ('STREAM',) + TABLE_COLUMNS[-1:] if stream else TABLE_COLUMNS
+    rows = table_rows(report, stream)
+    widths = [len(title) for title in columns]
     for row in rows:
         for index, cell in enumerate(row):
             widths[index] = max(widths[index], len(cell))
@@ -102,7 +109,7 @@ def render_table(report):
     def line(cells):
         return '  '.join(cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()
 
-    lines = [line(TABLE_COLUMNS)]
+    lines = [line(columns)]
     lines.extend(line(row) for row in rows)
     if not rows:
         lines.append('(no devices)')
@@ -244,13 +251,19 @@ def render_metrics(report):
         series['edgefleet_status_devices'].append((host_labels, host.get('devices') or 0))
     lines = []
     for name, help_text in METRICS:
-        if not series[name]:
-            continue
-        lines.append('# HELP %s %s' % (name, help_text))
-        lines.append('# TYPE %s gauge' % name)
-        for labels, value in series[name]:
-            lines.append('%s%s %s' % (name, _labels(labels), _sample(value)))
+        lines.extend(_family(name, help_text, series[name]))
+    if report.get('changestream'):
+        hosts = report.get('hosts') or [{}]
+        lines.extend(observe.render_metrics(report['changestream'], hosts[0].get('cloud_host', ''), _family))
     return '\n'.join(lines) + '\n'
+
+
+def _family(name, help_text, samples):
+    """The lines of one gauge family (none when it has no samples)."""
+    if not samples:
+        return []
+    return (['# HELP %s %s' % (name, help_text), '# TYPE %s gauge' % name]
+            + ['%s%s %s' % (name, _labels(labels), _sample(value)) for labels, value in samples])
 
 
 def render_json(report):

@@ -15,7 +15,10 @@ from systemd timers or by hand.
   edgefleet-monitor repair         re-seed the opted-in devices that diverged or lost their
                                    binlogs, within the rate limits (module_utils/auto_repair.py)
 
-Configuration: /etc/edgefleet/monitoring.json (--config), written by the role.
+Configuration: /etc/edgefleet/monitoring.json (--config), written by the role. Where the change
+stream is configured (its config files ``/etc/edgefleet/changestream-*.json``, or the glob in
+``changestream_configs``), collect and status add its backlog, lag and dead letters
+(module_utils/changestream/observe.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -31,6 +34,7 @@ import sys
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import (
     auto_repair, consistency, fleet_status_collect, fleet_status_html, fleet_status_render, reseed,
 )
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream import observe
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.dialect import (
     Dialect,
 )
@@ -45,8 +49,15 @@ def collect_report(config):
     options = dict((key, config.get(key)) for key in (
         'socket_dir', 'backup_status_dir', 'consistency_dir', 'repair_dir', 'lag_threshold',
         'backup_max_age', 'connect_timeout'))
-    return fleet_status_collect.collect(config.get('devices') or [], config.get('instances') or [],
-                                        config.get('cloud_host') or os.uname()[1], options)
+    report = fleet_status_collect.collect(config.get('devices') or [], config.get('instances') or [],
+                                          config.get('cloud_host') or os.uname()[1], options)
+    # The change stream's backlog, lag and dead letters, only where its config files exist
+    # (``changestream_configs``, a glob; docs/changestream.md "Files on the host").
+    stream = observe.collect(config.get('changestream_configs') or observe.CONFIG_GLOB, dict(
+        (key, config.get(key)) for key in observe.DEFAULT_THRESHOLDS), connect_timeout=config.get('connect_timeout') or 5)
+    if stream is not None:
+        observe.attach(report, stream)
+    return report
 
 
 def cmd_collect(config, _args):
