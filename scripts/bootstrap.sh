@@ -12,6 +12,7 @@ APT_PACKAGES=(
   restic                                   # offsite copies of backups (live test of the backup script)
   shellcheck                               # ansible-test sanity's shellcheck test (skipped with a warning without it)
   python3-flask python3-gunicorn python3-pymysql python3-yaml openssl  # enrollment service under test (Debian's python3, as on hosts)
+  python3-pika                             # edgefleet-monitor reading the change stream's queues (Debian's python3, as on hosts)
   erlang-base erlang-crypto erlang-eldap erlang-inets erlang-mnesia erlang-os-mon erlang-parsetools erlang-public-key erlang-runtime-tools erlang-ssl erlang-syntax-tools erlang-tools erlang-xmerl socat  # RabbitMQ's runtime (change-stream live tests)
 )
 
