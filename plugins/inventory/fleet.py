@@ -99,7 +99,7 @@ options:
   tunnel_host:
     description:
       - Address the back-channel listens on at the cloud host; the C(ansible_host) of devices
-        reached through their tunnel.
+        reached through their tunnel. A host name or IP address (letters, digits and C(.:%[]_-)).
     type: str
     default: 127.0.0.1
   include_retired:
@@ -150,10 +150,17 @@ notes:
   - "Each device's data is written once: a device carries its connection variables, labels, site,
     reach, cloud host, tunnel ports, server and GTID domain ids, replica mode, and its replica
     instance when that is not the device id; its replica port, datadir, channel name (the device
-    id), schema prefix and its cloud host's address (C(edgefleet_cloud_address) of the cloud
-    host) are only in its cloud host's entry (P(edgefleet.mysql_backup.cloud_table_devices#filter)
-    with the device id). The device id is the host name; C(edgefleet_status) is set only when it
-    is not C(active)."
+    id) and schema prefix are only in its cloud host's entry
+    (P(edgefleet.mysql_backup.cloud_table_devices#filter) with the device id). The device id is
+    the host name; C(edgefleet_status) is set only when it is not C(active)."
+  - "The address a device dials, C(edgefleet_cloud_address), is a variable of the group
+    C(cloud_<cloud host>) (once per cloud host), so a device never needs the cloud host's
+    C(hostvars): an AWX sliced job's inventory holds only its slice's hosts but every group's
+    variables."
+  - "Only the plugin's own constant text is trusted-as-template: C(edgefleet_reach) and
+    C(edgefleet_replica_mode) words and O(tunnel_host) in C(ansible_host) (which must be a host name
+    or IP address). Registry data and everything built from it (C(ansible_ssh_common_args) holds
+    the cloud host's registry address) stay untrusted and are never rendered as templates."
 seealso:
   - module: edgefleet.mysql_backup.allocation
   - module: edgefleet.mysql_backup.registry
@@ -329,6 +336,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             inventory.add_host(name)
             host = inv_hosts[name]
             host.vars.update(hostvars)
+        # The plugin's own constant text (fleet_inventory.plugin_constants: reach and replica mode
+        # words, tunnel_host) is trusted-as-template; everything else, registry data above all,
+        # stays untrusted. One tagged object per value, shared by every device.
+        trusted = dict((key, dict((value, trust_as_template(value)) for value in values))
+                       for key, values in (data.get('trusted') or {}).items())
+        for name in groups['devices']:
+            hostvars = inv_hosts[name].vars
+            for key, tagged in trusted.items():
+                value = hostvars.get(key)
+                if value.__class__ is str and value in tagged:
+                    hostvars[key] = tagged[value]
         add_child = inventory.add_child
         for group, members in groups.items():
             for name in members:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import re
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError, REPLICA_MODES
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.allocation import instances_by_host
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import format_port_ranges
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (
-    CLOUD_DEVICE_ENTRY_KEYS, DEVICE_HOST_VAR_KEYS, ENTRY_ONLY_KEYS, VAR_NAME_RE, cloud_device_entry,
+    ADDRESS_RE, CLOUD_DEVICE_ENTRY_KEYS, DEVICE_HOST_VAR_KEYS, ENTRY_ONLY_KEYS, VAR_NAME_RE, cloud_device_entry,
 )
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import fleet_table
 
@@ -36,6 +36,21 @@ DEFAULT_OPTIONS = {
 }
 
 _UNSAFE_GROUP_CHARS = re.compile(r'[^A-Za-z0-9_]')
+
+#: What edgefleet_reach can be: the plugin's own words.
+REACH_VALUES = ('address', 'tunnel', 'none')
+
+
+def plugin_constants(tunnel_host):
+    """Device variables whose value is text of the plugin's own, never registry text: the
+    variable -> the values it can take. The plugin marks exactly these values trusted-as-template
+    (ansible-core then prints them as plain strings, not ``__ansible_unsafe`` objects: cheaper to
+    encode, 10,000 times). None of them can hold template syntax: ``edgefleet_reach`` and
+    ``edgefleet_replica_mode`` are fixed words, ``tunnel_host`` passed :data:`ADDRESS_RE`
+    (letters, digits, ``.:%[]_-``). A value equal to one of these is that text, wherever it came
+    from; any other value (a registry address in ``ansible_host``) stays untrusted data."""
+    return {'ansible_host': [tunnel_host], 'edgefleet_reach': list(REACH_VALUES),
+            'edgefleet_replica_mode': list(REPLICA_MODES)}
 
 
 def safe_group_name(name):
@@ -114,6 +129,8 @@ def build(devices, cloud_hosts, state, options=None):
     opts.update(options or {})
     reach_default = opts['reach']
     tunnel_host = opts['tunnel_host']
+    if not isinstance(tunnel_host, str) or not ADDRESS_RE.fullmatch(tunnel_host):
+        raise FleetError('tunnel_host: %r is not a host name or IP address' % (tunnel_host,))
     include_retired = opts['include_retired']
     label_groups = normalize_label_groups(opts['label_groups'])
     unallocated_group = opts['unallocated_group'] or None
@@ -229,15 +246,24 @@ def build(devices, cloud_hosts, state, options=None):
     device_vars = check_device_vars(opts['device_vars'])
     if device_vars:
         group_vars['devices'] = device_vars
-    return {'hosts': hosts, 'groups': groups, 'group_vars': group_vars, 'warnings': warnings}
+    # The address a device dials, once per cloud host as a variable of the group of its devices:
+    # a device reads its own edgefleet_cloud_address, not hostvars[<its cloud host>] (an AWX
+    # sliced job's inventory holds only its slice's hosts, often not the device's cloud host,
+    # but every group's variables).
+    for name in sorted(clouds):
+        if 'cloud_' + name in groups:
+            group_vars['cloud_' + name] = {'edgefleet_cloud_address': clouds[name]['address'] or ''}
+    return {'hosts': hosts, 'groups': groups, 'group_vars': group_vars, 'warnings': warnings,
+            'trusted': plugin_constants(tunnel_host)}
 
 
 def device_entry_vars(name, hostvars):
     """The variables of device ``name`` that the inventory keeps on its cloud host only:
     ``edgefleet_<key>`` for each key of device_record.ENTRY_ONLY_KEYS (from the cloud host's
-    device entry) and ``edgefleet_cloud_address``. ``hostvars``: every host's variables as
-    ``ansible-inventory --list`` prints them (the cloud host's ``edgefleet_cloud_table`` or an
-    expanded ``edgefleet_cloud_devices``). {} for a device without an active allocation."""
+    device entry) and ``edgefleet_cloud_address`` (also a variable of the device's group
+    ``cloud_<cloud host>``). ``hostvars``: every host's variables as ``ansible-inventory --list``
+    prints them (the cloud host's ``edgefleet_cloud_table`` or an expanded
+    ``edgefleet_cloud_devices``). {} for a device without an active allocation."""
     cloud = (hostvars.get(name) or {}).get('edgefleet_cloud_host')
     cvars = hostvars.get(cloud) or {}
     table = cvars.get('edgefleet_cloud_table')
@@ -266,11 +292,11 @@ def pack(data):
     return out
 
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 def to_cache(data):
-    """The built (packed) inventory in the form the plugin caches: ``{'format': 3, 'inventory':
+    """The built (packed) inventory in the form the plugin caches: ``{'format': 4, 'inventory':
     <one JSON string>}``. Inside the string each host's variables are a row of values under a
     shared tuple of names (a "shape"; the devices of a fleet have a handful). A cache plugin then
     stores and decodes one string, not 10,000 dicts through its tag-aware decoder (0.07 s instead
@@ -284,7 +310,8 @@ def to_cache(data):
             index = shapes[keys] = len(shapes)
         rows.append([name, index] + list(hv.values()))
     doc = {'shapes': [list(keys) for keys in shapes], 'hosts': rows, 'groups': data['groups'],
-           'group_vars': data.get('group_vars') or {}, 'warnings': data.get('warnings') or []}
+           'group_vars': data.get('group_vars') or {}, 'warnings': data.get('warnings') or [],
+           'trusted': data.get('trusted') or {}}
     return {'format': CACHE_FORMAT, 'inventory': json.dumps(doc, separators=(',', ':'))}
 
 
@@ -299,7 +326,8 @@ def from_cache(cached):
     hosts = {}
     for row in doc['hosts']:
         hosts[row[0]] = dict(zip(shapes[row[1]], row[2:]))
-    return {'hosts': hosts, 'groups': doc['groups'], 'group_vars': doc['group_vars'], 'warnings': doc['warnings']}
+    return {'hosts': hosts, 'groups': doc['groups'], 'group_vars': doc['group_vars'], 'warnings': doc['warnings'],
+            'trusted': doc['trusted']}
 
 
 def expand(data):

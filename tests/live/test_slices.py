@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """AWX sliced jobs under ansible-runner: two slices of the fleet inventory run at the same time
-and allocate against one registry, file backend and real MariaDB backend, without conflicts.
+and allocate against one registry, file backend and real MariaDB backend, without conflicts; and
+what a slice's own inventory holds (only its hosts, every group's variables): the device side
+works without its cloud host.
 
 Each slice is an ansible-runner job (what AWX runs per job) with the fleet inventory sourced from
 the project and a limit equal to AWX's slice (hosts[k::2]). Checked afterwards: both jobs
@@ -14,12 +16,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import registry as R
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import resolve
-from tests.runner.support import Job, awx_slice, inventory_list
+from tests.runner.support import ROOT, Job, awx_slice, environment, inventory_list
 
 N_DEVICES = 400
 SLICES = 2
@@ -151,3 +155,78 @@ def test_two_slice_aware_allocations_at_once(backend, request):
         assert [r["changed"] for r in _sliced_again.results() if "allocated" in r] == [False]
     finally:
         _sliced_again.cleanup()
+
+
+# --------------------------------------------------------------------------- what a slice's inventory holds
+
+def awx_slice_inventory(listing, slice_number, slice_count):
+    """The inventory AWX gives slice k of N (Inventory.get_script_data, awx/main/models/inventory.py):
+    from the imported `ansible-inventory --list --export` data, only every N-th host by name and
+    only those hosts in each group, but every group with its variables."""
+    hostvars = listing["_meta"]["hostvars"]
+    names = set(awx_slice(hostvars, slice_number, slice_count))
+    out = {"_meta": {"hostvars": dict((name, hostvars[name]) for name in names)}}
+    groups = [name for name in listing if name not in ("_meta", "all")]
+    grouped = set()
+    for name in groups:
+        group = listing[name]
+        info = {}
+        hosts = [host for host in group.get("hosts", []) if host in names]
+        grouped.update(hosts)
+        if hosts:
+            info["hosts"] = hosts
+        if group.get("children"):
+            info["children"] = group["children"]
+        if group.get("vars"):
+            info["vars"] = group["vars"]
+        out[name] = info
+    out["all"] = {"hosts": sorted(names - grouped), "children": groups}
+    return out
+
+
+def test_device_side_of_an_awx_slice_without_its_cloud_host(tmp_path):
+    """In an AWX sliced job the inventory holds only the slice's hosts: a device's cloud host is
+    often in another slice, so hostvars[<cloud host>] is undefined there. The device_tunnel role
+    reads the cloud address from the device's own variables (edgefleet_cloud_address, a variable
+    of the group cloud_<cloud host>), which every slice has. Checked with AWX's slicing of the
+    `--list --export` data (what AWX imports) served back as an inventory script, no lab."""
+    lines = ["devices:"] + ['  - {"id": "dev%02d", "reach": "tunnel"}' % i for i in range(8)]
+    lines += ["cloud_hosts:", '  - {"name": "cloud01", "address": "10.0.0.1", "capacity": 4}',
+              '  - {"name": "cloud02", "address": "10.0.0.2", "capacity": 4}']
+    (tmp_path / "registry.yml").write_text("\n".join(lines) + "\n")
+    config = tmp_path / "awx.fleet.yml"
+    config.write_text("plugin: edgefleet.mysql_backup.fleet\nregistry: {type: file, path: registry.yml}\n")
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import run_allocation
+    spec, policy, _raw = resolve(str(config), None, None)
+    run_allocation(R.open_registry(spec), policy)
+    env = environment()
+    listing = json.loads(subprocess.run(["ansible-inventory", "-i", str(config), "--list", "--export"], env=env,
+                                        check=True, capture_output=True, text=True).stdout)
+    clouds = dict((name, listing["_meta"]["hostvars"][name]["edgefleet_cloud_address"]["__ansible_unsafe"])
+                  for name in ("cloud01", "cloud02"))
+    assert clouds == {"cloud01": "10.0.0.1", "cloud02": "10.0.0.2"}
+    playbook = tmp_path / "slice.yml"
+    playbook.write_text(
+        "- hosts: devices\n  gather_facts: false\n  vars_files:\n    - %s/roles/device_tunnel/defaults/main.yml\n"
+        "  tasks:\n    - ansible.builtin.debug:\n"
+        "        msg: \"{{ [inventory_hostname, edgefleet_cloud_host, device_tunnel_cloud_address,\n"
+        "               hostvars[edgefleet_cloud_host].edgefleet_cloud_address is defined] | join(' ') }}\"\n" % ROOT)
+    seen = []
+    for number in (1, 2, 3):  # 3 slices of 10 hosts: the third holds no cloud host at all
+        script = tmp_path / ("slice%d.py" % number)
+        script.write_text("#!%s\nimport sys\nsys.stdout.write(%r)\n" % (
+            sys.executable, json.dumps(awx_slice_inventory(listing, number, 3))))
+        script.chmod(0o700)
+        run = subprocess.run(["ansible-playbook", "-i", str(script), str(playbook)], env=dict(
+            env, ANSIBLE_INVENTORY_ENABLED="script", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json"),
+            capture_output=True, text=True, cwd=str(tmp_path))
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        results = json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
+        for host, res in sorted(results.items()):
+            name, cloud, address, cloud_in_slice = res["msg"].split()
+            assert name == host and address == clouds[cloud], res["msg"]
+            seen.append((number, name, cloud, cloud_in_slice))
+    assert len(seen) == 8, seen
+    # the case this is about happened: devices whose cloud host was not in their slice
+    assert any(flag == "False" for _n, _name, _cloud, flag in seen), seen
+    assert any(flag == "True" for _n, _name, _cloud, flag in seen), seen

@@ -244,17 +244,74 @@ def _snapshot(inv):
     return hosts, groups, group_vars
 
 
-def test_option_values_are_plain_not_templates(tmp_path):
-    """Config values (YAML, tagged trusted-as-template) must not reach host vars tagged: not
-    templates, nothing for the cache to encode."""
+def test_only_the_plugins_own_constants_are_trusted(tmp_path):
+    """Config values (YAML, tagged trusted-as-template) must not reach host vars with their tags;
+    the plugin marks trusted-as-template only its own constant text (reach and replica mode words,
+    tunnel_host): printed as plain strings, not __ansible_unsafe objects. Registry data (an
+    address in ansible_host, site, labels, cloud host, registry vars) and the ssh arguments (they
+    hold the cloud host's registry address and vars) stay untrusted."""
     from ansible.template import is_trusted_as_template
     from ansible.module_utils._internal._datatag import AnsibleTagHelper
-    inv = inventory(fleet(tmp_path, 'reach: tunnel\ntunnel_host: 127.0.0.1\nssh_common_args: -o A=b\n'))
-    two = hostvars(inv, 'device02')
-    for key in ('ansible_host', 'edgefleet_reach', 'ansible_ssh_common_args'):
-        assert not is_trusted_as_template(two[key]), key
-        assert not AnsibleTagHelper.tags(two[key]), key
-        assert two[key].__class__ is str, key  # exactly str, no tagged subclass
+    from ansible._internal._datatag._tags import TrustedAsTemplate
+    registry = REGISTRY.replace('vars: {app_port: 8080, ansible_user: kiosk}',
+                                'vars: {app_port: 8080, ansible_user: kiosk, note: "{{ lookup(\'pipe\', \'id\') }}"}')
+    inv = inventory(fleet(tmp_path, 'reach: auto\ntunnel_host: 127.0.0.1\nssh_common_args: -o A=b\n', registry=registry))
+    two, one, three = hostvars(inv, 'device02'), hostvars(inv, 'device01'), hostvars(inv, 'device03')
+    assert two['edgefleet_reach'] == 'tunnel' and one['edgefleet_reach'] == 'address'
+    for hv, key in ((two, 'ansible_host'), (two, 'edgefleet_reach'), (two, 'edgefleet_replica_mode'),
+                    (one, 'edgefleet_reach'), (three, 'edgefleet_replica_mode')):
+        assert is_trusted_as_template(hv[key]), key
+        assert AnsibleTagHelper.tags(hv[key]) == {TrustedAsTemplate()}, key  # no origin tag of the config file
+    for hv, key in ((two, 'ansible_ssh_common_args'), (one, 'ansible_host'), (one, 'edgefleet_site'),
+                    (one, 'edgefleet_cloud_host'), (three, 'note'), (three, 'ansible_user')):
+        assert not is_trusted_as_template(hv[key]), key
+        assert hv[key].__class__ is str, key  # exactly str, no tagged subclass
+    assert not any(is_trusted_as_template(v) for v in one['edgefleet_labels'].values())
+    assert not is_trusted_as_template(inv.groups['cloud_cloud01'].vars['edgefleet_cloud_address'])
+    # the cloud host: nothing trusted but the two list expressions
+    cloud = hostvars(inv, 'cloud01')
+    assert sorted(k for k, v in cloud.items() if is_trusted_as_template(v)) == [
+        'edgefleet_cloud_devices', 'edgefleet_cloud_instances']
+
+
+@pytest.mark.parametrize('tunnel_host', ['"{{ lookup(\'pipe\', \'id\') }}"', '"a b"', '""'])
+def test_tunnel_host_must_be_an_address(tmp_path, tunnel_host):
+    from ansible.errors import AnsibleParserError
+    from ansible.inventory.data import InventoryData
+    from ansible.plugins.loader import inventory_loader
+    path = fleet(tmp_path, 'tunnel_host: %s\n' % tunnel_host)
+    plugin = inventory_loader.get('edgefleet.mysql_backup.fleet')
+    with pytest.raises(AnsibleParserError, match='tunnel_host: .* is not a host name or IP address'):
+        plugin.parse(InventoryData(), DataLoader(), path, cache=False)
+
+
+def test_cloud_address_is_a_variable_of_the_cloud_group(tmp_path):
+    """A device's effective variables (host vars with its groups' vars merged, as a task and
+    `ansible-inventory --host` see them) are its host variables plus edgefleet_cloud_address from
+    its group cloud_<cloud host>: the address its cloud host carries, without
+    hostvars[<cloud host>] (not in an AWX slice that lacks the cloud host)."""
+    from ansible.vars.manager import VariableManager
+    registry = REGISTRY.replace('vars: {ansible_user: root}}', 'capacity: 3, vars: {ansible_user: root}}') \
+        + '  - {name: cloud02, address: 10.231.0.202, capacity: 3}\n'
+    inv = inventory(fleet(tmp_path, registry=registry))
+    vm = VariableManager(loader=DataLoader(), inventory=inv)
+    clouds = dict((name, hostvars(inv, name)['edgefleet_cloud_address']) for name in ('cloud01', 'cloud02'))
+    assert clouds == {'cloud01': '10.231.0.201', 'cloud02': '10.231.0.202'}
+    seen = set()
+    for name in group_hosts(inv, 'devices'):
+        own = hostvars(inv, name)
+        effective = vm.get_vars(host=inv.get_host(name), include_hostvars=False)
+        expected = dict((k, v) for k, v in own.items() if k.startswith(('edgefleet_', 'ansible_')))
+        if 'edgefleet_cloud_host' in own:
+            expected['edgefleet_cloud_address'] = clouds[own['edgefleet_cloud_host']]
+            seen.add(own['edgefleet_cloud_host'])
+        magic = ('ansible_facts', 'ansible_config_file', 'ansible_playbook_python', 'ansible_version')
+        assert dict((k, v) for k, v in effective.items() if k.startswith(('edgefleet_', 'ansible_'))
+                    and k not in magic) == expected, name
+    assert seen == {'cloud01', 'cloud02'}
+    assert 'edgefleet_cloud_address' not in inv.groups['devices'].vars
+    # the cloud hosts keep their own (host) variable; they are not in any cloud_<name> group
+    assert vm.get_vars(host=inv.get_host('cloud02'), include_hostvars=False)['edgefleet_cloud_address'] == '10.231.0.202'
 
 
 def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
@@ -272,6 +329,9 @@ def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
     os.remove(str(tmp_path / 'registry.alloc.yml'))
     warm_inv = inventory(path)
     assert _snapshot(warm_inv) == cold
+    from ansible.template import is_trusted_as_template
+    assert is_trusted_as_template(hostvars(warm_inv, 'device02')['edgefleet_reach'])
+    assert not is_trusted_as_template(hostvars(warm_inv, 'device02')['edgefleet_site'])
     assert resolved(warm_inv, 'cloud01', 'edgefleet_cloud_devices')[0]['id'] == 'device01'
 
 
