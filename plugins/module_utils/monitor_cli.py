@@ -16,7 +16,7 @@ from systemd timers or by hand.
                                    binlogs, within the rate limits (module_utils/auto_repair.py)
 
 Configuration: /etc/edgefleet/monitoring.json (--config), written by the role. Where the change
-stream is configured (its config files ``/etc/edgefleet/changestream-*.json``, or the glob in
+stream is configured (its config files ``/etc/edgefleet/changestream/*.json``, or the glob in
 ``changestream_configs``), collect and status add its backlog, lag and dead letters
 (module_utils/changestream/observe.py).
 """

@@ -52,8 +52,8 @@ def test_monitor_sees_backlog_lag_and_dead_letters(tmp_path):
     lib = install_host_code(tmp_path / "lib", ["changestream.capture", "changestream.consumer"])
     launcher = install_host_program(tmp_path / "monitor-lib", "monitor_cli", tmp_path / "edgefleet-monitor")
     users = {"admin": "admin-pw", "capture": "capture-pw", "fanin": "fanin-pw"}
-    etc = tmp_path / "etc"
-    etc.mkdir()
+    etc = tmp_path / "etc" / "changestream"  # /etc/edgefleet/changestream on a host
+    etc.mkdir(parents=True)
     with rabbitmq_broker(users, background=True) as broker, \
             mariadb_server(server_id=31, extra_options=["--binlog-row-metadata=FULL"]) as source, \
             mariadb_server(server_id=32, binlog=False) as central:
@@ -63,7 +63,7 @@ def test_monitor_sees_backlog_lag_and_dead_letters(tmp_path):
             "cloud_host": "cloud01", "instances": [{"name": "r1"}], "socket_dir": str(tmp_path),
             "backup_status_dir": str(tmp_path / "b"), "consistency_dir": str(tmp_path / "c"),
             "repair_dir": str(tmp_path / "r"), "connect_timeout": 2, "outputs": {"metrics": str(metrics_path)},
-            "changestream_configs": str(etc / "changestream-*.json"), "stream_lag_threshold": 2,
+            "changestream_configs": str(etc / "*.json"), "stream_lag_threshold": 2,
             "devices": [dict(id=d["id"], site="lab", status="active", tunnel_mysql_port=free_port(),
                              tunnel_ssh_port=free_port(), replica_instance="r1", replica_mode="channel",
                              channel_name=d["id"], schema_prefix=d["schema_prefix"]) for d in DEVICES]}
@@ -96,11 +96,11 @@ def test_monitor_sees_backlog_lag_and_dead_letters(tmp_path):
                       "broker": dict(broker_conf, user="fanin", password="fanin-pw"), "queues": queues,
                       "queue": "edgefleet.fanin", "tables": {"app.items": "items"}, "batch": 20}}
         # The paths the monitor reads (docs/changestream.md "Files on the host"), here below tmp_path.
-        for name, conf in (("r1", configs["capture"]), ("fanin", configs["fanin"])):
-            with open(etc / ("changestream-%s.json" % name), "w", encoding="utf-8") as handle:
+        for name, conf in (("capture-r1", configs["capture"]), ("fanin", configs["fanin"])):
+            with open(etc / ("%s.json" % name), "w", encoding="utf-8") as handle:
                 json.dump(conf, handle)
-        capture = Program(lib, "capture", str(etc / "changestream-r1.json"), str(tmp_path / "capture.log"))
-        fanin = Program(lib, "consumer", str(etc / "changestream-fanin.json"), str(tmp_path / "fanin.log"))
+        capture = Program(lib, "capture", str(etc / "capture-r1.json"), str(tmp_path / "capture.log"))
+        fanin = Program(lib, "consumer", str(etc / "fanin.json"), str(tmp_path / "fanin.log"))
         writers = [Writer(source, device) for device in DEVICES]
 
         def write(writer, first, count):

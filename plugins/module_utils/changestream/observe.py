@@ -4,7 +4,7 @@
 """Change-stream observability: backlog, lag and dead letters from what a cloud host holds.
 
 Read by ``edgefleet-monitor`` (collect, status) only when the stream is configured on the host:
-its config files (``changestream-*.json`` in /etc/edgefleet, docs/changestream.md "Files on the
+its config files (``/etc/edgefleet/changestream/*.json``, docs/changestream.md "Files on the
 host") exist. Nothing else is asked for; without them the monitor writes what it always wrote.
 
 What is read, once per collection:
@@ -15,7 +15,8 @@ What is read, once per collection:
 - each fan-in config (``central`` + ``queue``): ``_edgefleet_applied`` of the central schema
   (last applied event per device and when it was applied), and, with the fan-in's broker login,
   the fan-in queue and the dead-letter queue by an AMQP passive ``queue.declare`` (ready messages
-  and consumers; no permission on the queue needed, no new listener).
+  and consumers; no permission on the queue needed, no new listener);
+- on a host with captures and no fan-in: the dead-letter queue, with the capture's broker login.
 
 The first part of this file is pure (unit-tested); the readers at the end do the I/O, with
 PyMySQL and pika imported where used, so the pure part imports without them.
@@ -30,7 +31,8 @@ import time
 
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import GtidError, parse_gtid_pos
 
-CONFIG_GLOB = '/etc/edgefleet/changestream-*.json'
+# The changestream role's configs (docs/changestream.md "Files on the host"): capture-<instance>.json, fanin.json.
+CONFIG_GLOB = '/etc/edgefleet/changestream/*.json'
 APPLIED_TABLE = '_edgefleet_applied'  # fanin.APPLIED_TABLE (not imported: fanin pulls envelope)
 
 DEFAULT_THRESHOLDS = {
@@ -122,13 +124,14 @@ def capture_view(name, config, checkpoint, replica, now):
 def fanin_view(name, config, applied, queues):
     """One fan-in: its last applied event per device and its queues' depths.
 
-    applied: {device: {'seq_no', 'row', 'event_id', 'applied_ts'}} or {'error': text}
+    applied: {device: {'seq_no', 'row', 'event_id', 'applied_ts'}} or {'error': text}; None for a
+             host without a fan-in (only the dead-letter queue is read, with the capture's login)
     queues:  {'fanin': {'messages', 'consumers'} | {'error'}, 'dead': ...}
     """
-    error = applied.get('error') if isinstance(applied.get('error'), str) else None
+    error = applied.get('error') if isinstance((applied or {}).get('error'), str) else None
     return {'name': name, 'queue': config.get('queue'),
-            'dead_letter_queue': dead_letter_queue(config),
-            'central_error': error, 'applied': {} if error else applied,
+            'dead_letter_queue': dead_letter_queue(config), 'central': applied is not None,
+            'central_error': error, 'applied': {} if error or applied is None else applied,
             'queues': queues}
 
 
@@ -259,11 +262,12 @@ def render_metrics(stream, cloud_host, lines_of):
         queues = fanin['queues'] or {}
         broker_ok = all(not (q or {}).get('error') for q in queues.values()) and bool(queues)
         series['edgefleet_changestream_broker_up'].append((host + [('fanin', fanin['name'])], broker_ok))
-        series['edgefleet_changestream_central_up'].append(
-            (host + [('fanin', fanin['name'])], fanin['central_error'] is None))
+        if fanin['central']:
+            series['edgefleet_changestream_central_up'].append(
+                (host + [('fanin', fanin['name'])], fanin['central_error'] is None))
         for role, name in (('fanin', fanin['queue']), ('dead', fanin['dead_letter_queue'])):
             queue = queues.get(role) or {}
-            if queue.get('error') or queue.get('messages') is None:
+            if name is None or queue.get('error') or queue.get('messages') is None:
                 continue
             labels = host + [('queue', name), ('role', role)]
             series['edgefleet_changestream_queue_messages'].append((labels, queue['messages']))
@@ -401,4 +405,10 @@ def collect(pattern=CONFIG_GLOB, thresholds=None, now=None, connect_timeout=5):
         else:
             captures.append({'name': name, 'checkpoint_age_s': None, 'checkpoint_exists': False,
                              'error': 'config unreadable: %s' % config['error'], 'devices': []})
+    capture_configs = [(name, config) for name, kind, config in configs if kind == 'capture']
+    if not fanins and capture_configs:
+        # No fan-in here: the dead letters (the capture's own refusals too) with the capture's login.
+        name, config = capture_configs[0]
+        config = dict(config, queue=None)
+        fanins.append(fanin_view(name, config, None, read_queues(config['broker'], {'dead': dead_letter_queue(config)})))
     return stream_report(captures, fanins, now, thresholds)

@@ -177,19 +177,19 @@ def test_stream_metrics_pass_promtool_check():
 
 
 def test_collect_is_none_without_config_files(tmp_path):
-    assert observe.collect(str(tmp_path / 'changestream-*.json')) is None
+    assert observe.collect(str(tmp_path / '*.json')) is None
     # Other JSON files matching the glob that are no stream config are ignored too.
-    (tmp_path / 'changestream-notes.json').write_text('{"hello": 1}')
-    assert observe.collect(str(tmp_path / 'changestream-*.json')) is None
+    (tmp_path / 'notes.json').write_text('{"hello": 1}')
+    assert observe.collect(str(tmp_path / '*.json')) is None
 
 
 def test_load_configs_and_read_checkpoint(tmp_path):
-    (tmp_path / 'changestream-r1.json').write_text(json.dumps(CAPTURE))
-    (tmp_path / 'changestream-fanin.json').write_text(json.dumps(FANIN))
-    (tmp_path / 'changestream-broken.json').write_text('{')
-    found = observe.load_configs(str(tmp_path / 'changestream-*.json'))
+    (tmp_path / 'capture-r1.json').write_text(json.dumps(CAPTURE))
+    (tmp_path / 'fanin.json').write_text(json.dumps(FANIN))
+    (tmp_path / 'broken.json').write_text('{')
+    found = observe.load_configs(str(tmp_path / '*.json'))
     assert [(name, kind) for name, kind, unused in found] == [
-        ('changestream-broken', 'invalid'), ('changestream-fanin', 'fanin'), ('changestream-r1', 'capture')]
+        ('broken', 'invalid'), ('capture-r1', 'capture'), ('fanin', 'fanin')]
     path = tmp_path / 'checkpoint'
     assert observe.read_checkpoint(str(path)) is None
     path.write_text('{"gtid_pos": "11-11-9"}')
@@ -202,12 +202,19 @@ def test_load_configs_and_read_checkpoint(tmp_path):
 def test_collect_reports_unreachable_parts_as_errors(tmp_path):
     """Real readers against nothing: a replica socket and a broker port nobody listens on."""
     conf = dict(CAPTURE, replica={'unix_socket': str(tmp_path / 'none.sock'), 'user': 'root'},
-                checkpoint=str(tmp_path / 'cp'))
-    (tmp_path / 'changestream-r1.json').write_text(json.dumps(conf))
-    (tmp_path / 'changestream-broken.json').write_text('{')
-    stream = observe.collect(str(tmp_path / 'changestream-*.json'), now=NOW, connect_timeout=1)
+                checkpoint=str(tmp_path / 'cp'), broker={'host': '127.0.0.1', 'port': 1, 'user': 'c', 'password': 'x'})
+    (tmp_path / 'capture-r1.json').write_text(json.dumps(conf))
+    (tmp_path / 'broken.json').write_text('{')
+    stream = observe.collect(str(tmp_path / '*.json'), now=NOW, connect_timeout=1)
     assert set(stream['devices']) == {'dev1', 'dev2'}
     assert all(v['state'] == 'unknown' for v in stream['devices'].values())
     errors = dict((c['name'], c['error']) for c in stream['captures'])
-    assert errors['changestream-r1'].startswith('replica: ')
-    assert errors['changestream-broken'].startswith('config unreadable: ')
+    assert errors['capture-r1'].startswith('replica: ')
+    assert errors['broken'].startswith('config unreadable: ')
+    # No fan-in on this host: the dead-letter queue is read with the capture's login (here: refused).
+    broker = stream['fanins'][0]
+    assert broker['name'] == 'capture-r1' and broker['central'] is False and broker['queue'] is None
+    assert broker['queues']['dead']['error'].startswith('broker: ')
+    text = fr.render_metrics(report_with(stream))
+    assert 'edgefleet_changestream_broker_up{cloud_host="cloud01",fanin="capture-r1"} 0' in text
+    assert 'edgefleet_changestream_central_up' not in text
