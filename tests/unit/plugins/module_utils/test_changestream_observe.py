@@ -211,10 +211,11 @@ def test_collect_reports_unreachable_parts_as_errors(tmp_path):
     errors = dict((c['name'], c['error']) for c in stream['captures'])
     assert errors['capture-r1'].startswith('replica: ')
     assert errors['broken'].startswith('config unreadable: ')
-    # No fan-in on this host: the dead-letter queue is read with the capture's login (here: refused).
+    # No fan-in on this host: the dead-letter queue is read with the capture's login (here: nothing
+    # listens; under ansible-test units, without pika, the missing library is the reason).
     broker = stream['fanins'][0]
     assert broker['name'] == 'capture-r1' and broker['central'] is False and broker['queue'] is None
-    assert broker['queues']['dead']['error'].startswith('broker: ')
+    assert broker['queues']['dead']['error'].startswith(('broker: ', 'pika (python3-pika) is not installed'))
     text = fr.render_metrics(report_with(stream))
     assert 'edgefleet_changestream_broker_up{cloud_host="cloud01",fanin="capture-r1"} 0' in text
     assert 'edgefleet_changestream_central_up' not in text
