@@ -42,6 +42,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.atomic_file import atomic_write
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import check_public_key
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry import with_retries
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import placement_signature
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.registry_ops import (
     update_device_locked, allocate_locked,
 )
@@ -705,16 +706,25 @@ def _enroll_locked(tx, registry, policy, config, req, now):
         rec = result.state['allocations'].get(dev_id)
     if rec is None:
         raise EnrollError(503, 'no_capacity', 'no cloud host has room for device %s' % dev_id)
-    cloud_cfg = config['cloud_hosts'].get(rec['cloud_host']) or {}
-    address = cloud_cfg.get('address') or _cloud_address(tx, rec['cloud_host'])
-    if not cloud_cfg.get('host_keys') or not address:
-        raise EnrollError(503, 'cloud_host_not_configured', 'cloud host %s has no address or SSH host key in the '
-                          'enrollment service configuration (cloud_hosts.%s); nothing was enrolled'
-                          % (rec['cloud_host'], rec['cloud_host']))
-    store.flush()
     if current is not None:
         site = current.get('site') if outcome == 'repeated' else site
-    response = {
+    response = placement_answer(config, dev_id, site, rec, lambda: _cloud_address(tx, rec['cloud_host']),
+                                'nothing was enrolled')
+    store.flush()
+    return outcome, token_id, response
+
+
+def placement_answer(config, dev_id, site, rec, registry_address, refused_note):
+    """The placement a device is told (enroll and placement answers): its cloud host, how to reach
+    and pin it, its tunnel ports and ids. ``registry_address()`` gives the registry's address of the
+    cloud host when the service configuration has none. 503 when the host cannot be pinned."""
+    cloud_cfg = config['cloud_hosts'].get(rec['cloud_host']) or {}
+    address = cloud_cfg.get('address') or registry_address()
+    if not cloud_cfg.get('host_keys') or not address:
+        raise EnrollError(503, 'cloud_host_not_configured', 'cloud host %s has no address or SSH host key in the '
+                          'enrollment service configuration (cloud_hosts.%s); %s'
+                          % (rec['cloud_host'], rec['cloud_host'], refused_note))
+    return {
         'device_id': dev_id, 'site': site, 'cloud_host': rec['cloud_host'], 'cloud_address': address,
         'cloud_ssh_port': cloud_cfg.get('ssh_port', 22), 'cloud_host_keys': list(cloud_cfg['host_keys']),
         'tunnel_user': config['tunnel_user'], 'tunnel_mysql_port': rec['tunnel_mysql_port'],
@@ -722,7 +732,6 @@ def _enroll_locked(tx, registry, policy, config, req, now):
         'gtid_domain_id': rec['gtid_domain_id'], 'replica_mode': rec['replica_mode'],
         'management_public_keys': list(config['management_public_keys']),
     }
-    return outcome, token_id, response
 
 
 def _cloud_address(tx, name):
@@ -860,3 +869,85 @@ class RateLimiter(object):
                 bucket[0] = min(burst, bucket[0] + 1.0)  # the client's own allowance is not spent
                 return False, 'global', wait
         return True, None, 0.0
+
+
+# --------------------------------------------------------------------------- placement (read-only)
+
+PLACEMENT_FIELDS = ('device_id', 'timestamp', 'signature')
+MAX_PLACEMENT_BODY = 4 * 1024
+# A public key whose private half was discarded when it was made: a request for an unknown id is
+# verified against it (and refused whatever the result), so it costs what a known id costs.
+_NOBODY_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILoJVd9O5sRygiHvzLlnhKb+3ICaW2zVZ97A7vVVI/sy'
+NOT_AUTHORIZED = ('the placement request was not accepted: unknown device id, a device that is not active, or a '
+                  'signature that does not verify with the tunnel key registered for that id')
+
+
+class PlacementRateLimited(EnrollError):
+    """A device asked more often than its own allowance (only verified requests spend it)."""
+
+    def __init__(self, retry_after):
+        EnrollError.__init__(self, 429, 'rate_limited', 'too many placement requests for this device '
+                             '(per-device limit); retry after %d s' % max(1, int(retry_after + 0.999)))
+        self.retry_after = retry_after
+
+
+def validate_placement_request(doc):
+    """Check a placement request's shape; returns ``{device_id, timestamp, signature}``."""
+    unknown = sorted(k for k in doc if k not in PLACEMENT_FIELDS)
+    if unknown:
+        raise EnrollError(400, 'unknown_field', 'unknown field(s) %s (allowed: %s)'
+                          % (', '.join(repr(k[:40]) for k in unknown[:5]), ', '.join(PLACEMENT_FIELDS)))
+    missing = [k for k in PLACEMENT_FIELDS if doc.get(k) in (None, '')]
+    if missing:
+        raise EnrollError(400, 'missing_field', 'missing required field(s): %s' % ', '.join(missing))
+    try:
+        device_id = check_device_id(doc['device_id'], 'field "device_id"')
+    except FleetError as exc:
+        raise EnrollError(400, 'invalid_device_id', _short(str(exc)).replace('field "device_id": field "id"',
+                                                                             'field "device_id"'))
+    stamp = doc['timestamp']
+    if isinstance(stamp, bool) or not isinstance(stamp, int) or not 0 < stamp < 2 ** 40:
+        raise EnrollError(400, 'invalid_timestamp', 'field "timestamp" must be the signing time in whole seconds '
+                          'since the epoch (an integer)')
+    if not placement_signature.well_formed(doc['signature']):
+        raise EnrollError(400, 'invalid_signature', 'field "signature" must be an armored OpenSSH signature '
+                          '(ssh-keygen -Y sign -n %s) of at most %d characters'
+                          % (placement_signature.NAMESPACE, placement_signature.MAX_SIGNATURE))
+    return {'device_id': device_id, 'timestamp': stamp, 'signature': doc['signature']}
+
+
+def placement(registry, config, req, now=None, max_skew=placement_signature.MAX_SKEW, charge=None,
+              verify=placement_signature.verify):
+    """The current placement of a device that proves it holds its registered tunnel key.
+
+    Read-only: one read transaction, nothing is written. Refusals: 403 ``clock_skew`` (timestamp
+    outside +-max_skew, checked before anything is looked up), 403 ``not_authorized`` for an
+    unknown id, a retired or disabled device and a signature that does not verify: the same code,
+    message and work (one ``ssh-keygen -Y verify``) for the three, so the answer does not tell
+    which ids exist. ``charge(device_id)`` -> (allowed, retry_after) is the per-device rate limit,
+    spent only by verified requests (nobody can use up another device's allowance). 503 when the
+    device has no placement yet or its cloud host cannot be pinned.
+    """
+    now = time.time() if now is None else now
+    dev_id = req['device_id']
+    if abs(now - req['timestamp']) > max_skew:
+        raise EnrollError(403, 'clock_skew', 'field "timestamp" is %d s away from the service clock (%s UTC); at '
+                          'most %d s are accepted: set the device clock (NTP)'
+                          % (int(req['timestamp'] - now), time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now)),
+                             max_skew))
+    with registry.transaction(write=False) as tx:
+        current = tx.get_device(dev_id, missing_ok=True)  # None: unknown id
+        rec = tx.get_allocation(dev_id) if current is not None else None
+        host = tx.get_cloud_host(rec['cloud_host']) if rec else None
+    key = key_material((current or {}).get('ssh_public_key'))
+    good = verify(key or _NOBODY_KEY, dev_id, req['timestamp'], req['signature'])
+    if not good or key is None or current['status'] != 'active':
+        raise EnrollError(403, 'not_authorized', NOT_AUTHORIZED)
+    if charge is not None:
+        allowed, wait = charge(dev_id)
+        if not allowed:
+            raise PlacementRateLimited(wait)
+    if rec is None:
+        raise EnrollError(503, 'not_placed', 'device %s has no placement yet (no allocation); retry later' % dev_id)
+    return placement_answer(config, dev_id, current.get('site'), rec, lambda: host['address'] if host else None,
+                            'no placement was given')

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, edgefleet maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The enrollment API (Flask): POST /v1/enroll, GET /v1/health, GET /v1/devices.
+"""The enrollment API (Flask): POST /v1/enroll, POST /v1/placement, GET /v1/health, GET /v1/devices.
 
 Run by gunicorn with the TLS-only worker (worker.py): ``gunicorn -c gunicorn.conf.py
 'ansible_collections.edgefleet.mysql_backup.plugins.module_utils.enrollment_service.app:create_app()'``.
@@ -64,6 +64,7 @@ def create_app(config_path=None, settings=None):
         raise ImportError('the enrollment service needs Flask (Debian: python3-flask)')
     settings = settings or Settings(config_path)
     limiter = settings.limiter()
+    placement_limiter, device_limiter = settings.placement_limiters()
     app = Flask('edgefleet_enroll')
     app.config['MAX_CONTENT_LENGTH'] = settings.max_body
     if not LOG.handlers:
@@ -136,6 +137,51 @@ def create_app(config_path=None, settings=None):
         LOG.info('enrolled device=%s outcome=%s token_id=%s client=%s cloud_host=%s', resp['device_id'], outcome,
                  token_id, client, resp['cloud_host'])
         return _json(resp, status)
+
+    def charge_device(device_id):
+        allowed, _scope, wait = device_limiter.check(device_id)
+        return allowed, wait
+
+    @app.post('/v1/placement')
+    def placement():
+        # Read-only: the device's current placement, for a request signed with its tunnel key.
+        client = request.remote_addr or '-'
+        allowed, scope, wait = placement_limiter.check(client)
+        if not allowed:
+            LOG.warning('refused client=%s code=rate_limited scope=%s path=/v1/placement', client, scope)
+            return _error(429, 'rate_limited', 'too many placement requests (%s limit); retry after %d s'
+                          % ('per-client' if scope == 'client' else 'global', math.ceil(wait)),
+                          {'Retry-After': str(max(1, math.ceil(wait)))})
+        cap = enrollment.MAX_PLACEMENT_BODY
+        length = request.content_length
+        if length is not None and length > cap:
+            LOG.info('refused client=%s code=body_too_large path=/v1/placement', client)
+            _drain(length)
+            return _error(413, 'body_too_large', 'the request body is larger than %d bytes' % cap)
+        data = request.stream.read(cap + 1)
+        try:
+            if len(data) > cap:
+                _drain(DRAIN_LIMIT, request.stream)
+                raise enrollment.EnrollError(413, 'body_too_large', 'the request body is larger than %d bytes' % cap)
+            if not data:
+                raise enrollment.EnrollError(400, 'empty_body', 'the request body is empty: send a JSON object with '
+                                             'device_id, timestamp and signature')
+            req = enrollment.validate_placement_request(enrollment.parse_body(data))
+            resp = enrollment.placement(settings.registry(), settings.service, req,
+                                        max_skew=settings.placement_max_skew, charge=charge_device)
+        except enrollment.PlacementRateLimited as exc:
+            LOG.warning('refused client=%s code=rate_limited scope=device path=/v1/placement', client)
+            return _error(exc.status, exc.code, exc.message, {'Retry-After': str(max(1, math.ceil(exc.retry_after)))})
+        except enrollment.EnrollError as exc:
+            # Never the claimed id or the reason of a 403: the log must not tell which ids exist.
+            LOG.info('refused client=%s code=%s status=%d path=/v1/placement', client, exc.code, exc.status)
+            return _error(exc.status, exc.code, exc.message)
+        except FleetError as exc:
+            settings.registry().close()
+            LOG.error('registry error client=%s path=/v1/placement: %s', client, str(exc)[:300])
+            return _error(503, 'registry_error', 'the registry could not be read; retry later')
+        LOG.info('placement device=%s client=%s cloud_host=%s', resp['device_id'], client, resp['cloud_host'])
+        return _json(resp, 200)
 
     @app.get('/v1/devices')
     def devices():

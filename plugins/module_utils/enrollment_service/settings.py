@@ -17,6 +17,10 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import enro
 
 DEFAULT_PATH = '/etc/edgefleet/enrollment.json'
 DEFAULT_RATES = {'per_client_rate': 0.5, 'per_client_burst': 10, 'global_rate': 20, 'global_burst': 200}
+# POST /v1/placement: per source address and global like /v1/enroll (a site's devices may share one
+# NAT address, hence a larger burst), and per device id: a device asks at most every few minutes.
+DEFAULT_PLACEMENT_RATES = {'per_client_rate': 1.0, 'per_client_burst': 30, 'global_rate': 20, 'global_burst': 200,
+                           'per_device_rate': 1.0 / 60, 'per_device_burst': 5}
 
 
 class Settings(object):
@@ -39,6 +43,13 @@ class Settings(object):
         rates.update(raw.get('rate_limit') or {})
         self.rates = rates
         self.max_body = int(raw.get('max_body') or enrollment.MAX_BODY)
+        prates = dict(DEFAULT_PLACEMENT_RATES)
+        prates.update(raw.get('placement_rate_limit') or {})
+        self.placement_rates = prates
+        skew = raw.get('placement_max_skew', enrollment.placement_signature.MAX_SKEW)
+        if isinstance(skew, bool) or not isinstance(skew, int) or not 1 <= skew <= 3600:
+            raise FleetError('enrollment config %s: placement_max_skew must be 1 to 3600 seconds' % self.path)
+        self.placement_max_skew = skew
         self._local = threading.local()
 
     def registry(self):
@@ -51,3 +62,10 @@ class Settings(object):
         r = self.rates
         return enrollment.RateLimiter(r['per_client_rate'], r['per_client_burst'], r['global_rate'],
                                       r['global_burst'])
+
+    def placement_limiters(self):
+        """(per source + global, per device id) token buckets of POST /v1/placement."""
+        r = self.placement_rates
+        per_device = enrollment.RateLimiter(r['per_device_rate'], r['per_device_burst'], 1e9, 1e9)
+        return (enrollment.RateLimiter(r['per_client_rate'], r['per_client_burst'], r['global_rate'],
+                                       r['global_burst']), per_device)
