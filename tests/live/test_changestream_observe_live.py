@@ -7,7 +7,8 @@ Phases: without the stream's config files the monitor's output has no stream par
 the fan-in queue's backlog equals the events captured (cross-checked with rabbitmqctl) and the
 devices' streams are stalled (messages, no consumer); capture stopped while dev1 writes: dev1 is
 transactions behind with its lag growing, dev2 is not; both running: everything drains, backlog 0,
-streams current; a poisoned message: one dead letter in the metrics.
+streams current; a poisoned message: one dead letter in the metrics. A second queue bound to every
+event (the stream other systems read, unconsumed here) is reported with role "other".
 """
 import json
 import os
@@ -84,7 +85,8 @@ def test_monitor_sees_backlog_lag_and_dead_letters(tmp_path):
                         "CREATE TABLE fanin.items (device_id VARCHAR(64) NOT NULL, id INT NOT NULL, name VARCHAR(32),"
                         " qty INT, PRIMARY KEY (device_id, id))")
         broker_conf = {"host": "127.0.0.1", "port": broker.port}
-        queues = [{"name": "edgefleet.fanin", "bindings": ["#"]}]
+        # edgefleet.events: every event, for other systems (nobody consumes it here).
+        queues = [{"name": "edgefleet.fanin", "bindings": ["#"]}, {"name": "edgefleet.events", "bindings": ["#"]}]
         checkpoint = str(tmp_path / "capture.checkpoint")
         configs = {
             "capture": {"replica": {"host": "127.0.0.1", "port": source.port, "user": "root", "password": ""},
@@ -123,6 +125,7 @@ def test_monitor_sees_backlog_lag_and_dead_letters(tmp_path):
             fanin_view = report["changestream"]["fanins"][0]
             assert fanin_view["queues"]["fanin"] == {"messages": 60, "consumers": 0}, fanin_view
             assert fanin_view["queues"]["dead"] == {"messages": 0, "consumers": 0}, fanin_view
+            assert fanin_view["queues"]["other:edgefleet.events"] == {"messages": 60, "consumers": 0}, fanin_view
             for record in report["devices"]:
                 assert record["stream"]["state"] == "stalled" and record["stream"]["behind"] == 0, record
                 assert "60 messages in edgefleet.fanin and no fan-in consuming" in record["problems"][-1]
@@ -182,6 +185,7 @@ def test_monitor_sees_backlog_lag_and_dead_letters(tmp_path):
             text = wait_for(dead_counted, timeout=30, what="one dead letter in the metrics")
             assert metric(text, "edgefleet_changestream_queue_messages", role="fanin") == 0
             assert metric(text, "edgefleet_changestream_queue_consumers", role="fanin") == 1
+            assert metric(text, "edgefleet_changestream_queue_messages", role="other", queue="edgefleet.events") == 66
             assert metric(text, "edgefleet_changestream_capture_behind_transactions", device="dev1") == 0
             assert metric(text, "edgefleet_changestream_broker_up") == 1
             assert metric(text, "edgefleet_changestream_central_up") == 1

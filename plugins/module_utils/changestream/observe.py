@@ -126,13 +126,26 @@ def fanin_view(name, config, applied, queues):
 
     applied: {device: {'seq_no', 'row', 'event_id', 'applied_ts'}} or {'error': text}; None for a
              host without a fan-in (only the dead-letter queue is read, with the capture's login)
-    queues:  {'fanin': {'messages', 'consumers'} | {'error'}, 'dead': ...}
+    queues:  {'fanin': {'messages', 'consumers'} | {'error'}, 'dead': ..., 'other:<name>': ...}
+             (other: the config's other queues, e.g. the stream queue other systems consume)
     """
     error = applied.get('error') if isinstance((applied or {}).get('error'), str) else None
     return {'name': name, 'queue': config.get('queue'),
             'dead_letter_queue': dead_letter_queue(config), 'central': applied is not None,
             'central_error': error, 'applied': {} if error or applied is None else applied,
             'queues': queues}
+
+
+def queue_names(config):
+    """{key: queue name} the monitor reads for a fan-in (or capture) config: 'fanin' (its queue, when
+    it has one), 'dead', and 'other:<name>' for every other queue the config declares."""
+    names = {'dead': dead_letter_queue(config)}
+    if config.get('queue'):
+        names['fanin'] = config['queue']
+    for queue in config.get('queues') or []:
+        if isinstance(queue, dict) and queue.get('name') and queue['name'] not in names.values():
+            names['other:' + queue['name']] = queue['name']
+    return names
 
 
 def dead_letter_queue(config):
@@ -231,8 +244,8 @@ METRICS = (
     ('edgefleet_changestream_capture_read_ok',
      '1 when the checkpoint and the replica\'s binlog position were read.'),
     ('edgefleet_changestream_queue_messages',
-     'Ready messages in a change-stream queue (passive queue.declare; messages delivered to the '
-     'fan-in but not acked yet, at most its prefetch, are not counted).'),
+     'Ready messages in a change-stream queue, role fanin, dead or other (passive queue.declare; '
+     'messages delivered to a consumer but not acked yet, at most its prefetch, are not counted).'),
     ('edgefleet_changestream_queue_consumers', 'Consumers on a change-stream queue.'),
     ('edgefleet_changestream_dead_letter_messages', 'Messages in the dead-letter queue.'),
     ('edgefleet_changestream_broker_up', '1 when the fan-in\'s queues were read from the broker.'),
@@ -265,8 +278,9 @@ def render_metrics(stream, cloud_host, lines_of):
         if fanin['central']:
             series['edgefleet_changestream_central_up'].append(
                 (host + [('fanin', fanin['name'])], fanin['central_error'] is None))
-        for role, name in (('fanin', fanin['queue']), ('dead', fanin['dead_letter_queue'])):
-            queue = queues.get(role) or {}
+        others = [('other', key[len('other:'):], key) for key in sorted(queues) if key.startswith('other:')]
+        for role, name, key in [('fanin', fanin['queue'], 'fanin'), ('dead', fanin['dead_letter_queue'], 'dead')] + others:
+            queue = queues.get(key) or {}
             if name is None or queue.get('error') or queue.get('messages') is None:
                 continue
             labels = host + [('queue', name), ('role', role)]
@@ -400,7 +414,7 @@ def collect(pattern=CONFIG_GLOB, thresholds=None, now=None, connect_timeout=5):
             captures.append(capture_view(name, config, read_checkpoint(config['checkpoint']),
                                          read_replica(config['replica'], connect_timeout), now))
         elif kind == 'fanin':
-            queues = read_queues(config['broker'], {'fanin': config['queue'], 'dead': dead_letter_queue(config)})
+            queues = read_queues(config['broker'], queue_names(config))
             fanins.append(fanin_view(name, config, read_applied(config['central'], connect_timeout), queues))
         else:
             captures.append({'name': name, 'checkpoint_age_s': None, 'checkpoint_exists': False,
@@ -410,5 +424,5 @@ def collect(pattern=CONFIG_GLOB, thresholds=None, now=None, connect_timeout=5):
         # No fan-in here: the dead letters (the capture's own refusals too) with the capture's login.
         name, config = capture_configs[0]
         config = dict(config, queue=None)
-        fanins.append(fanin_view(name, config, None, read_queues(config['broker'], {'dead': dead_letter_queue(config)})))
+        fanins.append(fanin_view(name, config, None, read_queues(config['broker'], queue_names(config))))
     return stream_report(captures, fanins, now, thresholds)

@@ -24,8 +24,10 @@ CAPTURE = {'replica': {'unix_socket': '/run/mysqld/x.sock'}, 'checkpoint': '/var
 FANIN = {'central': {'database': 'fanin'}, 'queue': 'edgefleet.fanin', 'broker': {}}
 
 
-def queues(ready=0, consumers=1, dead=0):
-    return {'fanin': {'messages': ready, 'consumers': consumers}, 'dead': {'messages': dead, 'consumers': 0}}
+def queues(ready=0, consumers=1, dead=0, **others):
+    found = {'fanin': {'messages': ready, 'consumers': consumers}, 'dead': {'messages': dead, 'consumers': 0}}
+    found.update(('other:' + name.replace('_', '.'), {'messages': n, 'consumers': 0}) for name, n in others.items())
+    return found
 
 
 def capture(checkpoint_seqs, replica_seqs, age=5.0, name='changestream-r1'):
@@ -52,6 +54,17 @@ def test_config_kind_tells_capture_fanin_and_other_files_apart():
     assert observe.config_kind(FANIN) == 'fanin'
     assert observe.config_kind({'broker': {}}) is None
     assert observe.config_kind([1]) is None
+
+
+def test_queue_names_read_for_a_config():
+    assert observe.queue_names(FANIN) == {'fanin': 'edgefleet.fanin', 'dead': 'edgefleet.dead'}
+    declared = dict(FANIN, dead_letter_exchange='dl', queues=[{'name': 'edgefleet.fanin'}, {'name': 'edgefleet.events'},
+                                                             {'name': 'bi'}])
+    assert observe.queue_names(declared) == {'fanin': 'edgefleet.fanin', 'dead': 'dl', 'other:edgefleet.events':
+                                             'edgefleet.events', 'other:bi': 'bi'}
+    # A capture config (no fan-in queue): the dead letters and the queues it declares.
+    assert observe.queue_names(dict(CAPTURE, queues=[{'name': 'edgefleet.fanin'}])) == {
+        'dead': 'edgefleet.dead', 'other:edgefleet.fanin': 'edgefleet.fanin'}
 
 
 def test_checkpoint_sequences():
@@ -146,8 +159,11 @@ def test_table_has_a_stream_column_only_where_the_stream_is_configured():
 def test_metrics_of_the_stream_and_none_without_it():
     assert 'edgefleet_changestream' not in fr.render_metrics(report_with(None))
     stream = observe.stream_report([capture({11: 5, 12: 1}, {11: 5, 12: 40}, age=400)],
-                                   [observe.fanin_view('changestream-fanin', FANIN, {}, queues(ready=7, dead=2))], NOW)
+                                   [observe.fanin_view('changestream-fanin', FANIN, {},
+                                                       queues(ready=7, dead=2, edgefleet_events=100000))], NOW)
     text = fr.render_metrics(report_with(stream))
+    assert 'edgefleet_changestream_queue_messages{cloud_host="cloud01",queue="edgefleet.events",role="other"} 100000' \
+        in text
     labels = 'device="dev2",cloud_host="cloud01",capture="changestream-r1"'
     assert 'edgefleet_changestream_capture_behind_transactions{%s} 39' % labels in text
     assert 'edgefleet_changestream_capture_lag_seconds{%s} 400.0' % labels in text
