@@ -20,6 +20,15 @@ The token is read from a 0600 file: it is never in argv, the environment or any 
 No private key leaves the device: only the public halves are sent.
 
     edgefleet-device-enroll [--config /etc/edgefleet/enroll.json] [--check] [--root DIR]
+    edgefleet-device-enroll --refresh [--force]
+
+--refresh (run by edgefleet-enroll-refresh.timer on an enrolled device) follows a failover or a
+move by itself: only when the tunnel looks lost (unit not active, no ssh process, restarted since
+the last check) or the last successful ask is older than refresh_max_age, it signs
+{device_id, timestamp} with the tunnel key (ssh-keygen -Y sign -n edgefleet-placement), POSTs it to
+<api_url>/v1/placement, and when the answer differs from what the tunnel uses rewrites
+known_hosts, the tunnel unit and device.yml with the first-boot writers and restarts the tunnel.
+An equal answer changes nothing. --force asks whatever the tunnel looks like.
 
 Shipped by the device_enroll role (filter host_code_files) below /usr/local/lib/edgefleet and
 run by the launcher /usr/local/sbin/edgefleet-device-enroll with Debian's python3.
@@ -41,6 +50,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
+
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import placement_signature
 
 DEFAULT_CONFIG = "/etc/edgefleet/enroll.json"
 EX_PERMANENT = 78          # EX_CONFIG: the unit's RestartPreventExitStatus
@@ -83,7 +94,13 @@ CONFIG_DEFAULTS = {
     "retry_max": 300.0,
     "max_attempts": 0,
     "start_tunnel": True,
+    "state_dir": "/var/lib/edgefleet",
+    "refresh_max_age": 86400,
 }
+REFRESH_STATE = "placement-refresh.json"
+# What the device keeps of its placement in enrollment.json (first boot and refresh).
+RECORD_KEYS = ("cloud_host", "cloud_address", "cloud_ssh_port", "tunnel_mysql_port", "tunnel_ssh_port",
+               "server_id", "gtid_domain_id", "replica_mode")
 PRIORITY = {"err": 3, "warning": 4, "notice": 5, "info": 6}
 
 
@@ -213,10 +230,10 @@ def tls_context(ca_file):
     return ctx
 
 
-def post_enroll(cfg, body):
+def post_enroll(cfg, body, endpoint="/v1/enroll"):
     """One attempt; returns the response object or raises Permanent / Temporary."""
     url = urllib.parse.urlsplit(cfg["api_url"])
-    path = (url.path.rstrip("/") or "") + "/v1/enroll"
+    path = (url.path.rstrip("/") or "") + endpoint
     conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=cfg["timeout"],
                                        context=tls_context(cfg["ca_cert"]))
     data = json.dumps(body).encode("utf-8")
@@ -249,7 +266,8 @@ def post_enroll(cfg, body):
         except ValueError:
             after = None
         raise Temporary("server answered %d %s" % (status, what.strip()), after)
-    raise Permanent("enrollment refused: HTTP %d %s" % (status, what.strip()))
+    raise Permanent("%s refused: HTTP %d %s" % ("enrollment" if endpoint == "/v1/enroll" else endpoint, status,
+                                                 what.strip()))
 
 
 def enroll_with_retries(cfg, body, sleep=time.sleep, rand=random.random):
@@ -419,8 +437,7 @@ def apply(cfg, dev_id, doc, host_keys, mgmt):
         systemctl("restart", t["service"] + ".service")
     record = {"device_id": dev_id, "site": doc.get("site", cfg["site"]), "api_url": cfg["api_url"],
               "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for key in ("cloud_host", "cloud_address", "cloud_ssh_port", "tunnel_mysql_port", "tunnel_ssh_port",
-                "server_id", "gtid_domain_id", "replica_mode"):
+    for key in RECORD_KEYS:
         record[key] = doc.get(key)
     write_file(os.path.join(cdir, "enrollment.json"), json.dumps(record, indent=2, sort_keys=True) + "\n", 0o600)
     # Last: its presence is the unit's "enrolled" condition.
@@ -431,6 +448,192 @@ def apply(cfg, dev_id, doc, host_keys, mgmt):
         except FileNotFoundError:
             pass
     return added
+
+
+# --------------------------------------------------------------------------- placement refresh
+
+def decide_refresh(observed, state, now, max_age):
+    """Whether to ask the service for the placement now: (ask, reason). Pure.
+
+    ``observed``: the tunnel unit now ({active, invocation, main_pid, children}: ``children`` are
+    "pid:start time" of autossh's ssh processes); ``state``: what the last run kept ({observed,
+    last_ok_at, first_seen_at}). Asks when the unit is not active, when it has no ssh process
+    (autossh between two failed attempts), when the unit or its ssh process changed since the last
+    check (a tunnel that is up keeps one ssh process for as long as it stays connected), or when
+    the last successful ask (or, never asked, the first check) is at least ``max_age`` seconds old.
+    """
+    if observed.get("active") != "active":
+        return True, "the tunnel unit is %s" % (observed.get("active") or "unknown")
+    if not observed.get("children"):
+        return True, "the tunnel has no ssh process (autossh is between connection attempts)"
+    previous = state.get("observed")
+    if previous is not None and tunnel_identity(previous) != tunnel_identity(observed):
+        return True, "the tunnel restarted or reconnected since the last check"
+    since = state.get("last_ok_at") or state.get("first_seen_at")
+    if since is not None and now - since >= max_age:
+        return True, "the last placement check was %d s ago" % (now - since)
+    if previous is None:
+        return False, "first check: the tunnel is up; its state is recorded"
+    return False, "the tunnel is up and has not reconnected since the last check"
+
+
+def tunnel_identity(observed):
+    return (observed.get("invocation"), observed.get("main_pid"), tuple(observed.get("children") or ()))
+
+
+def _proc_start(pid):
+    """(parent pid, start time in clock ticks) of a process, from /proc/<pid>/stat."""
+    with open("/proc/%s/stat" % pid, encoding="ascii", errors="replace") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), fields[19]
+
+
+def observe_tunnel(service):
+    """The tunnel unit as systemd and /proc show it now (see decide_refresh)."""
+    proc = subprocess.run(["systemctl", "show", "-p", "ActiveState", "-p", "InvocationID", "-p", "MainPID",
+                           service + ".service"], capture_output=True, text=True, check=False)
+    props = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    main_pid = props.get("MainPID") or "0"
+    children = []
+    if main_pid != "0":
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                ppid, start = _proc_start(name)
+            except (OSError, IndexError, ValueError):
+                continue
+            if str(ppid) == main_pid:
+                children.append("%s:%s" % (name, start))
+    return {"active": props.get("ActiveState") or "unknown", "invocation": props.get("InvocationID") or "",
+            "main_pid": main_pid, "children": sorted(children)}
+
+
+def read_state(cfg):
+    try:
+        with open(os.path.join(cfg["state_dir"], REFRESH_STATE), encoding="utf-8") as handle:
+            doc = json.load(handle)
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(cfg, state):
+    os.makedirs(cfg["state_dir"], mode=0o755, exist_ok=True)
+    write_file(os.path.join(cfg["state_dir"], REFRESH_STATE), json.dumps(state, indent=1, sort_keys=True) + "\n",
+               0o644)
+
+
+def enrolled_id(cfg):
+    """The device id of /etc/edgefleet/device.yml (written at enrollment or by device_tunnel), or None."""
+    try:
+        with open(os.path.join(cfg["config_dir"], "device.yml"), encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    match = re.search(r"^id: '?([a-z][a-z0-9_]{0,31})'?$", text, re.M)
+    if not match:
+        raise Permanent("%s has no valid id line" % os.path.join(cfg["config_dir"], "device.yml"))
+    return match.group(1)
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def apply_placement(cfg, dev_id, doc, host_keys, site):
+    """Make known_hosts, the tunnel unit and device.yml what the answer says, with the first-boot
+    writers (atomic replace, same text as the device_tunnel role); restart the tunnel when its unit
+    or pinned keys changed. Files already equal are not touched. Returns the rewritten paths."""
+    cdir = cfg["config_dir"]
+    t = cfg["tunnel"]
+    with open(t["template"], encoding="utf-8") as handle:
+        unit = render_template(handle.read(), tunnel_values(cfg, dev_id, doc))
+    unit_path = os.path.join(cfg["systemd_dir"], t["service"] + ".service")
+    wanted = [
+        (os.path.join(cdir, "known_hosts"),
+         known_hosts_text(cfg, doc["cloud_address"], doc["cloud_ssh_port"], host_keys), 0o644),
+        (unit_path, unit, 0o644),
+        (os.path.join(cdir, "device.yml"), device_yml_text(dev_id, site or ""), 0o644),
+    ]
+    changed = []
+    for path, text, mode in wanted:
+        if _read(path) != text:
+            write_file(path, text, mode)
+            changed.append(path)
+    record_path = os.path.join(cdir, "enrollment.json")
+    try:
+        record = json.loads(_read(record_path) or "{}")
+    except ValueError:
+        record = {}
+    placed = dict((key, doc.get(key)) for key in RECORD_KEYS)
+    if any(record.get(key) != val for key, val in placed.items()):
+        record.update(placed, device_id=dev_id, api_url=cfg["api_url"],
+                      placed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        write_file(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o600)
+        changed.append(record_path)
+    if cfg["start_tunnel"] and (unit_path in changed or os.path.join(cdir, "known_hosts") in changed):
+        if unit_path in changed:
+            systemctl("daemon-reload")
+        systemctl("restart", t["service"] + ".service")
+    return changed
+
+
+def refresh(cfg, force=False, now=None):
+    """One --refresh run; returns the exit status."""
+    now = time.time() if now is None else now
+    dev_id = enrolled_id(cfg)
+    if dev_id is None:
+        log("info", "not enrolled yet (no %s): nothing to refresh" % os.path.join(cfg["config_dir"], "device.yml"))
+        return 0
+    service = cfg["tunnel"]["service"]
+    state = read_state(cfg)
+    state.setdefault("first_seen_at", now)
+    observed = observe_tunnel(service) if cfg["start_tunnel"] else None
+    if force:
+        ask, reason = True, "asked to (--force)"
+    elif observed is None:
+        ask, reason = False, "start_tunnel is off: the tunnel is not managed here (use --force)"
+    else:
+        ask, reason = decide_refresh(observed, state, now, float(cfg["refresh_max_age"]))
+    state.update(observed=observed, checked_at=now)
+    if not ask:
+        write_state(cfg, state)
+        log("info", "placement not asked: %s" % reason)
+        return 0
+    log("notice", "asking %s for the placement of %s: %s" % (cfg["api_url"], dev_id, reason))
+    key = os.path.join(cfg["config_dir"], "tunnel_ed25519")
+    try:
+        stamp = int(time.time())
+        body = {"device_id": dev_id, "timestamp": stamp,
+                "signature": placement_signature.sign(key, dev_id, stamp)}
+        doc = post_enroll(cfg, body, "/v1/placement")
+        host_keys, dummy_mgmt = check_response(doc, dev_id)
+    except placement_signature.SignatureError as exc:
+        write_state(cfg, state)
+        log("err", "cannot sign the placement request: %s" % exc)
+        return EX_PERMANENT
+    except (Permanent, Temporary) as exc:
+        write_state(cfg, state)
+        log("err" if isinstance(exc, Permanent) else "warning", "placement not refreshed: %s" % exc)
+        return EX_PERMANENT if isinstance(exc, Permanent) else EX_TEMPORARY
+    changed = apply_placement(cfg, dev_id, doc, host_keys, doc.get("site") or cfg["site"])
+    state["last_ok_at"] = now
+    if changed and cfg["start_tunnel"]:
+        state["observed"] = observe_tunnel(service)  # our own restart is not a reconnect to report next time
+    write_state(cfg, state)
+    where = "%s (%s:%s), tunnel ports %s/%s" % (doc["cloud_host"], doc["cloud_address"], doc["cloud_ssh_port"],
+                                                doc["tunnel_mysql_port"], doc["tunnel_ssh_port"])
+    if changed:
+        log("notice", "placement changed: now %s; rewrote %s%s" % (
+            where, ", ".join(changed), "; %s restarted" % service if cfg["start_tunnel"] else ""))
+    else:
+        log("info", "placement unchanged: %s; nothing rewritten" % where)
+    return 0
 
 
 # --------------------------------------------------------------------------- main
@@ -452,9 +655,17 @@ def main(argv=None):
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--check", action="store_true", help="validate the installed artefacts, contact nobody")
     parser.add_argument("--root", default="/", help="with --check: an image tree instead of /")
+    parser.add_argument("--refresh", action="store_true",
+                        help="enrolled device: ask for the current placement when the tunnel looks lost and "
+                             "switch the tunnel when it changed")
+    parser.add_argument("--force", action="store_true", help="with --refresh: ask whatever the tunnel looks like")
     args = parser.parse_args(argv)
+    if args.force and not args.refresh:
+        parser.error("--force goes with --refresh")
     try:
         cfg = load_config(args.config, args.root)
+        if args.refresh:
+            return refresh(cfg, args.force)
         if args.check:
             dev_id = check(cfg, args.root)
             sys.stdout.write("ok: device %s would enroll at %s\n" % (dev_id, cfg["api_url"]))

@@ -23,7 +23,7 @@ from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_confi
 
 from tests.support.enrollment import EnrollmentService, enroll_body, raw_socket
 
-CLOUDS = (("cloud01", "20000-20999"), ("cloud02", "21000-21999"))
+CLOUDS = (("cloud01", "20000-20999"), ("cloud02", "21000-21999"), ("cloud03", "22000-22999"))
 
 
 def keypair(directory, name):
@@ -263,3 +263,102 @@ def test_mysql_registry(tmp_path, registry_spec):
         assert (status, doc["error"]) == (403, "not_authorized")
         assert svc.snapshot() == before
 
+
+
+# --------------------------------------------------------------------------- the device program
+
+def device_tree(tmp_path, svc, dev_id):
+    """A device's /etc/edgefleet, /etc/ssh, systemd dir and state dir below tmp_path, configured
+    for the real service; the tunnel template is the device_tunnel role's own file."""
+    import shutil
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    etc, ssh, units, state = (tmp_path / "etc", tmp_path / "ssh", tmp_path / "systemd", tmp_path / "state")
+    for directory in (etc, ssh, units, state, tmp_path / "root"):
+        directory.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "ssh_host_ed25519_key")],
+                   check=True)
+    shutil.copy(os.path.join(root, "roles/device_tunnel/templates/edgefleet-tunnel.service.j2"),
+                str(tmp_path / "tunnel.j2"))
+    token = etc / "enroll.token"
+    token.write_text(svc.token("--device-id", dev_id) + "\n")
+    token.chmod(0o600)
+    cfg = {"api_url": "https://127.0.0.1:%d" % svc.port, "ca_cert": svc.ca, "token_file": str(token),
+           "device_id": dev_id, "site": "berlin", "config_dir": str(etc), "ssh_dir": str(ssh),
+           "systemd_dir": str(units), "state_dir": str(state),
+           "root_authorized_keys": str(tmp_path / "root" / "authorized_keys"), "start_tunnel": False,
+           "retry_initial": 0.01, "retry_max": 0.05, "timeout": 5, "tunnel": {"template": str(tmp_path / "tunnel.j2")}}
+    path = tmp_path / "enroll.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def files_of(tmp_path):
+    """Every file the refresh may write: path -> (inode, mtime_ns, text)."""
+    out = {}
+    for sub in ("etc", "systemd"):
+        for name in sorted(os.listdir(str(tmp_path / sub))):
+            path = tmp_path / sub / name
+            info = path.stat()
+            out[str(path)] = (info.st_ino, info.st_mtime_ns, path.read_text())
+    return out
+
+
+def test_device_refresh_rewrites_only_a_changed_placement(fleet, tmp_path, capsys):
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import device_enroll
+    svc, _devices, _stranger = fleet
+    path = device_tree(tmp_path, svc, "kiosk5")
+    assert device_enroll.main(["--config", path]) == 0  # first boot: enrolls with its generated key
+    first = json.loads((tmp_path / "etc" / "enrollment.json").read_text())
+    before, registry_before = files_of(tmp_path), svc.snapshot()
+
+    # the same placement: nothing is rewritten (same inode, same mtime), the registry is unchanged
+    assert device_enroll.main(["--config", path, "--refresh", "--force"]) == 0
+    assert files_of(tmp_path) == before and svc.snapshot() == registry_before
+    assert "placement unchanged: %s" % first["cloud_host"] in capsys.readouterr().err
+
+    # without --force, and with the tunnel not managed here (start_tunnel off), nobody is asked
+    state_path = tmp_path / "state" / "placement-refresh.json"
+    asked_at = json.loads(state_path.read_text())["last_ok_at"]
+    assert device_enroll.main(["--config", path, "--refresh"]) == 0
+    assert "placement not asked" in capsys.readouterr().err
+    assert json.loads(state_path.read_text())["last_ok_at"] == asked_at
+
+    # its cloud host fails over in the registry: the device learns the new placement by itself
+    registry_ops.run_failover(svc.registry(), normalize_policy(svc.policy_raw), first["cloud_host"], force=True)
+    assert device_enroll.main(["--config", path, "--refresh", "--force"]) == 0
+    after = files_of(tmp_path)
+    record = json.loads((tmp_path / "etc" / "enrollment.json").read_text())
+    assert record["cloud_host"] != first["cloud_host"] and record["server_id"] == first["server_id"]
+    unit = after[str(tmp_path / "systemd" / "edgefleet-tunnel.service")][2]
+    assert "-R 127.0.0.1:%d:127.0.0.1:3306" % record["tunnel_mysql_port"] in unit
+    assert "edgefleet-tunnel@%s.example.net" % record["cloud_host"] in unit
+    assert "to %s\n" % record["cloud_host"] in unit
+    known_hosts = after[str(tmp_path / "etc" / "known_hosts")][2]
+    assert known_hosts.splitlines()[1].startswith("%s.example.net ssh-ed25519 " % record["cloud_host"])
+    rewritten = sorted(p for p in after if after[p][:2] != before[p][:2])
+    assert rewritten == sorted(str(tmp_path / p) for p in ("etc/enrollment.json", "etc/known_hosts",
+                                                           "systemd/edgefleet-tunnel.service"))
+    assert after[str(tmp_path / "etc" / "device.yml")] == before[str(tmp_path / "etc" / "device.yml")]
+    assert "placement changed: now %s" % record["cloud_host"] in capsys.readouterr().err
+    state = json.loads((tmp_path / "state" / "placement-refresh.json").read_text())
+    assert state["last_ok_at"] > 0
+
+    # and once more: equal again, nothing rewritten
+    assert device_enroll.main(["--config", path, "--refresh", "--force"]) == 0
+    assert files_of(tmp_path) == after
+
+
+def test_device_refresh_refused_key_is_reported_and_changes_nothing(fleet, tmp_path, capsys):
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils import device_enroll
+    svc, _devices, _stranger = fleet
+    path = device_tree(tmp_path, svc, "kiosk6")
+    assert device_enroll.main(["--config", path]) == 0
+    # another key in the device's place (a copied image, a stolen device's files elsewhere)
+    key = tmp_path / "etc" / "tunnel_ed25519"
+    key.unlink()
+    (tmp_path / "etc" / "tunnel_ed25519.pub").unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    before = files_of(tmp_path)
+    assert device_enroll.main(["--config", path, "--refresh", "--force"]) == device_enroll.EX_PERMANENT
+    assert "HTTP 403 not_authorized" in capsys.readouterr().err
+    assert files_of(tmp_path) == before
