@@ -58,10 +58,10 @@ def test_config_kind_tells_capture_fanin_and_other_files_apart():
 
 def test_queue_names_read_for_a_config():
     assert observe.queue_names(FANIN) == {'fanin': 'edgefleet.fanin', 'dead': 'edgefleet.dead'}
-    declared = dict(FANIN, dead_letter_exchange='dl', queues=[{'name': 'edgefleet.fanin'}, {'name': 'edgefleet.events'},
-                                                             {'name': 'bi'}])
-    assert observe.queue_names(declared) == {'fanin': 'edgefleet.fanin', 'dead': 'dl', 'other:edgefleet.events':
-                                             'edgefleet.events', 'other:bi': 'bi'}
+    declared = dict(FANIN, dead_letter_exchange='dl',
+                    queues=[{'name': 'edgefleet.fanin'}, {'name': 'edgefleet.events'}, {'name': 'bi'}])
+    assert observe.queue_names(declared) == {
+        'fanin': 'edgefleet.fanin', 'dead': 'dl', 'other:edgefleet.events': 'edgefleet.events', 'other:bi': 'bi'}
     # A capture config (no fan-in queue): the dead letters and the queues it declares.
     assert observe.queue_names(dict(CAPTURE, queues=[{'name': 'edgefleet.fanin'}])) == {
         'dead': 'edgefleet.dead', 'other:edgefleet.fanin': 'edgefleet.fanin'}
