@@ -219,7 +219,7 @@ def test_device_side_of_an_awx_slice_without_its_cloud_host(tmp_path):
         script.chmod(0o700)
         run = subprocess.run(["ansible-playbook", "-i", str(script), str(playbook)], env=dict(
             env, ANSIBLE_INVENTORY_ENABLED="script", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json"),
-            capture_output=True, text=True, cwd=str(tmp_path))
+            capture_output=True, text=True, cwd=str(tmp_path), check=False)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         results = json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
         for host, res in sorted(results.items()):
