@@ -266,8 +266,8 @@ def post_enroll(cfg, body, endpoint="/v1/enroll"):
         except ValueError:
             after = None
         raise Temporary("server answered %d %s" % (status, what.strip()), after)
-    raise Permanent("%s refused: HTTP %d %s" % ("enrollment" if endpoint == "/v1/enroll" else endpoint, status,
-                                                 what.strip()))
+    what_refused = "enrollment" if endpoint == "/v1/enroll" else endpoint
+    raise Permanent("%s refused: HTTP %d %s" % (what_refused, status, what.strip()))
 
 
 def enroll_with_retries(cfg, body, sleep=time.sleep, rand=random.random):

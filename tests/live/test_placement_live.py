@@ -88,7 +88,6 @@ def test_a_device_gets_its_enroll_answer(fleet):
     assert "placement device=kiosk1" in svc.server_log()
 
 
-
 @pytest.mark.parametrize("case", ["unknown_id", "retired", "disabled", "wrong_key", "other_devices_signature",
                                   "other_namespace", "other_timestamp", "cloud_host_name"])
 def test_refused_alike_and_nothing_written(fleet, tmp_path, case):
@@ -144,7 +143,6 @@ def test_timestamp_inside_the_window(fleet):
     for skew in (-290, 290):
         status, doc = ask(svc, signed(devices["kiosk2"]["key"], "kiosk2", int(time.time()) + skew))
         assert status == 200 and doc["device_id"] == "kiosk2", doc
-
 
 
 @pytest.mark.parametrize("case,code", [
@@ -234,14 +232,14 @@ def test_rate_limits_per_source_and_per_device(tmp_path):
                                                         "per_device_rate": 0.001, "per_device_burst": 2})
         svc.start()
         # a stranger's refused requests for kiosk1 spend only the source's allowance, not kiosk1's
-        for _ in range(6):
+        for dummy in range(6):
             assert ask(svc, signed(stranger, "kiosk1"))[0] == 403
         assert ask(svc, signed(keys["kiosk1"], "kiosk1"))[0] == 200
         assert ask(svc, signed(keys["kiosk1"], "kiosk1"))[0] == 200
         status, doc = ask(svc, signed(keys["kiosk1"], "kiosk1"))
         assert status == 429 and "per-device" in doc["message"] and int(svc.last_headers["Retry-After"]) >= 1
         assert ask(svc, signed(keys["kiosk2"], "kiosk2"))[0] == 200  # another device is not affected
-        for _ in range(2):
+        for dummy in range(2):
             ask(svc, signed(keys["kiosk2"], "kiosk2"))
         status, doc = ask(svc, signed(keys["kiosk2"], "kiosk2"))
         assert status == 429 and "per-client" in doc["message"], doc
@@ -262,7 +260,6 @@ def test_mysql_registry(tmp_path, registry_spec):
                                                                       int(time.time()))})
         assert (status, doc["error"]) == (403, "not_authorized")
         assert svc.snapshot() == before
-
 
 
 # --------------------------------------------------------------------------- the device program
