@@ -213,8 +213,9 @@ def host_code_directories(modules, lib_dir):
     return [dict(DIRECTORY_ATTRIBUTES, path=path) for path in sorted(directories, key=lambda p: (p.count('/'), p))]
 
 
-def host_program_launcher(entry, lib_dir, run_as=None, environment=None):
-    """Text of a /bin/sh launcher that runs ``<entry>.main()`` from lib_dir with /usr/bin/python3 -I.
+def host_program_launcher(entry, lib_dir, run_as=None, environment=None, python=None):
+    """Text of a /bin/sh launcher that runs ``<entry>.main()`` from lib_dir with /usr/bin/python3 -I
+    (or ``python``, e.g. a virtualenv's interpreter for a program with third-party packages).
 
     Isolated mode: no PYTHON* variables, no user site, no script or working directory on
     sys.path: the program sees the shipped tree and the system's packages only. The module is
@@ -252,7 +253,9 @@ def host_program_launcher(entry, lib_dir, run_as=None, environment=None):
         lines.append('export %s=%s' % (name, shlex.quote(str(value))))
     code = ('import sys; sys.path.insert(0, "%s"); del sys.argv[0]; '
             'from %s.%s import main; sys.exit(main())' % (lib_dir, PACKAGE, entry))
-    lines.append("exec /usr/bin/python3 -I -c '%s' \"$0\" \"$@\"" % code)
+    if python is not None:
+        _check_lib_dir(python)
+    lines.append("exec %s -I -c '%s' \"$0\" \"$@\"" % (python or '/usr/bin/python3', code))
     return '\n'.join(lines) + '\n'
 
 
