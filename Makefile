@@ -16,7 +16,7 @@ LAB_STATE := $(CURDIR)/lab/.state
 # replication and monitoring are left out: their converge is site.yml, like default's, whose verify
 # also runs their tests (molecule/default/molecule.yml).
 MOLECULE_SCENARIOS ?= device_mysql tunnel_gateway device_tunnel replica default \
-                      backup alerting proxysql enrollment device_enroll enrollment_trigger rebalance
+                      backup alerting proxysql enrollment device_enroll enrollment_trigger rebalance changestream
 # Everything that drives the shared lab holds this lock (/tmp/edgefleet-lab.lock), so parallel
 # work cannot interleave. scripts/lab-lock is flock(1) that reuses a lock inherited from a parent
 # (`flock /tmp/edgefleet-lab.lock make site`) instead of waiting for it for ever, as
