@@ -44,7 +44,8 @@ def changestream_topology(fanin_tables, fanin_queue, stream_queue, consumers, ex
         queues.append({'name': _name(fanin_queue, 'fan-in queue'),
                        'bindings': ['*.%s' % source for source in sources] + ddl})
     if stream_queue:
-        queues.append({'name': _name(stream_queue, 'stream queue'), 'bindings': ['#']})
+        # Nothing of ours consumes it: what its TTL or cap drops is not a dead letter (see broker.declare).
+        queues.append({'name': _name(stream_queue, 'stream queue'), 'bindings': ['#'], 'dead_letter': False})
     known = set(queue['name'] for queue in queues)
     consumer_queues = {}
     for consumer in consumers or []:

@@ -115,6 +115,10 @@ def test_guest_gone_vhost_and_policies():
     queues = {q["name"]: q for q in json.loads(host.check_output(
         "rabbitmqctl -q list_queues -p edgefleet name policy --formatter json"))}
     assert queues["edgefleet.fanin"]["policy"] == "edgefleet-stream"
+    events = json.loads(policies["edgefleet-events"]["definition"]) if isinstance(
+        policies["edgefleet-events"]["definition"], str) else policies["edgefleet-events"]["definition"]
+    assert events == {"message-ttl": 86400000, "max-length": 100000}
+    assert queues["edgefleet.events"]["policy"] == "edgefleet-events"
     assert queues["edgefleet.dead"]["policy"] == "edgefleet-dead"
 
 

@@ -5,7 +5,8 @@
 
 exchange  (topic, durable)    every event, routing key <device>.<db>.<table>
 dead      (fanout, durable)   refused and poisoned messages, with the reason in a header
-queues    (durable)           each bound to the exchange, dead-lettering into `dead`
+queues    (durable)           each bound to the exchange, dead-lettering into `dead` unless the
+                              queue says dead_letter: false (the stream queue)
 
 pika is imported by the functions that need it, so the pure parts import without it.
 """
@@ -69,6 +70,9 @@ def declare(channel, config):
     channel.queue_declare(config.get('dead_letter_queue', dead), durable=True)
     channel.queue_bind(config.get('dead_letter_queue', dead), dead)
     for queue in config.get('queues', []):
-        channel.queue_declare(queue['name'], durable=True, arguments={'x-dead-letter-exchange': dead})
+        # A queue without dead_letter (the stream queue nobody of ours consumes) drops what its TTL or
+        # length cap removes: dead-lettering that would fill the dead-letter queue (and its alert) daily.
+        arguments = {'x-dead-letter-exchange': dead} if queue.get('dead_letter', True) else {}
+        channel.queue_declare(queue['name'], durable=True, arguments=arguments)
         for binding in queue.get('bindings', ['#']):
             channel.queue_bind(queue['name'], exchange, routing_key=binding)

@@ -27,7 +27,7 @@ def test_fanin_binds_its_tables_and_their_ddl_stream_binds_everything():
     shape = topology()
     assert shape['queues'] == [
         {'name': 'edgefleet.fanin', 'bindings': ['*.app.orders', '*.app.items', '*.app.__ddl']},
-        {'name': 'edgefleet.events', 'bindings': ['#']}]
+        {'name': 'edgefleet.events', 'bindings': ['#'], 'dead_letter': False}]
     regex = re.compile(shape['names_regex'])
     for name in ('edgefleet.changes', 'edgefleet.dead', 'edgefleet.fanin', 'edgefleet.events'):
         assert regex.match(name)
@@ -45,7 +45,7 @@ def test_consumers_get_their_queue_declared_once():
 
 
 def test_no_tables_no_fanin_queue():
-    assert topology(tables=[])['queues'] == [{'name': 'edgefleet.events', 'bindings': ['#']}]
+    assert topology(tables=[])['queues'] == [{'name': 'edgefleet.events', 'bindings': ['#'], 'dead_letter': False}]
 
 
 @pytest.mark.parametrize('tables', [[{'source': 'orders', 'table': 't', 'columns': 'c', 'primary_key': ['id']}],
