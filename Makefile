@@ -102,7 +102,7 @@ lab-test: lab-site lab-test-run ## Tests that need the lab (lab, rebalance, runn
 # The S3 lab test (86 s) runs in lab-test-backup-s3 only: make test covers the S3 backend against a real
 # SeaweedFS in make live and restore --check on the device in the backup Molecule scenario.
 lab-test-run:
-	$(LAB_LOCK) python -m pytest --durations=15 -m lab --ignore=tests/lab/test_backup_s3_lab.py \
+	$(LAB_LOCK) python -m pytest --durations=15 -m "lab and not slow" --ignore=tests/lab/test_backup_s3_lab.py \
 	  tests/lab tests/security tests/live
 
 lab-test-backup-s3: lab-site ## Backups to a real S3 store (SeaweedFS) + restore --check on the lab (not in make test)
@@ -131,8 +131,9 @@ test-faults-short: lab-site faults-short-run ## The fault suite without the slow
 faults-short-run:
 	$(LAB_LOCK) python -m pytest -s -m "not slow" tests/faults
 
-test-failover: lab-site ## Failover of a lost cloud host on a 2-cloud lab (~14 min; not in make test)
+test-failover: lab-site ## Failover of a lost cloud host, and the drain of a host, on a 2-cloud lab (~12 min; not in make test)
 	$(LAB_LOCK) python -m pytest -s tests/failover
+	$(LAB_LOCK) python -m pytest -s -m "lab and slow" tests/live
 
 # The lab comes up and converges (make lab-site: image, containers, site.yml; several minutes on a
 # fresh machine, much of it waiting on apt) and lint runs, both in the background, while the

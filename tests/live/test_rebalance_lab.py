@@ -177,6 +177,8 @@ def test_rebalance_one_device_keeps_rows_and_checksums(two_clouds):
     assert "nothing moved" in out
 
 
+# Outside make test (CI time): make test-failover runs it with the failover, on the same kind of lab.
+@pytest.mark.slow
 def test_drain_moves_every_device_with_its_rows(two_clouds):
     before = lab.allocations()["allocations"]
     leaving = sorted(d for d, r in before.items() if r["cloud_host"] == "cloud02")
