@@ -105,23 +105,34 @@ def create_app(config_path=None, settings=None):
                'uptime_seconds': int(time.time() - started)}
         return _json(doc, 200 if registry == 'ok' else 503)
 
+    def admitted_body(client_limiter, cap, what, path):
+        """(data, None) for a client within its rate and a body of at most ``cap`` bytes, else
+        (None, the refusal). A refused body is drained so the client reads the answer, not a reset."""
+        client = request.remote_addr or '-'
+        allowed, scope, wait = client_limiter.check(client)
+        if not allowed:
+            LOG.warning('refused client=%s code=rate_limited scope=%s%s', client, scope, path)
+            return None, _error(429, 'rate_limited', 'too many %s requests (%s limit); retry after %d s'
+                                % (what, 'per-client' if scope == 'client' else 'global', math.ceil(wait)),
+                                {'Retry-After': str(max(1, math.ceil(wait)))})
+        length = request.content_length
+        if length is not None and length > cap:
+            LOG.info('refused client=%s code=body_too_large%s', client, path)
+            _drain(length)
+            return None, _error(413, 'body_too_large', 'the request body is larger than %d bytes' % cap)
+        data = request.stream.read(cap + 1)
+        if len(data) > cap:
+            LOG.info('refused client=%s code=body_too_large%s', client, path)
+            _drain(DRAIN_LIMIT, request.stream)
+            return None, _error(413, 'body_too_large', 'the request body is larger than %d bytes' % cap)
+        return data, None
+
     @app.post('/v1/enroll')
     def enroll():
         client = request.remote_addr or '-'
-        allowed, scope, wait = limiter.check(client)
-        if not allowed:
-            LOG.warning('refused client=%s code=rate_limited scope=%s', client, scope)
-            return _error(429, 'rate_limited', 'too many enrollment requests (%s limit); retry after %d s'
-                          % ('per-client' if scope == 'client' else 'global', math.ceil(wait)),
-                          {'Retry-After': str(max(1, math.ceil(wait)))})
-        length = request.content_length
-        if length is not None and length > settings.max_body:
-            LOG.info('refused client=%s code=body_too_large', client)
-            _drain(length)
-            return _error(413, 'body_too_large', 'the request body is larger than %d bytes' % settings.max_body)
-        data = request.stream.read(settings.max_body + 1)
-        if len(data) > settings.max_body:
-            _drain(DRAIN_LIMIT, request.stream)
+        data, refusal = admitted_body(limiter, settings.max_body, 'enrollment', '')
+        if refusal is not None:
+            return refusal
         try:
             doc = enrollment.parse_body(data)
             req = enrollment.validate_request(doc)
@@ -146,23 +157,10 @@ def create_app(config_path=None, settings=None):
     def placement():
         # Read-only: the device's current placement, for a request signed with its tunnel key.
         client = request.remote_addr or '-'
-        allowed, scope, wait = placement_limiter.check(client)
-        if not allowed:
-            LOG.warning('refused client=%s code=rate_limited scope=%s path=/v1/placement', client, scope)
-            return _error(429, 'rate_limited', 'too many placement requests (%s limit); retry after %d s'
-                          % ('per-client' if scope == 'client' else 'global', math.ceil(wait)),
-                          {'Retry-After': str(max(1, math.ceil(wait)))})
-        cap = enrollment.MAX_PLACEMENT_BODY
-        length = request.content_length
-        if length is not None and length > cap:
-            LOG.info('refused client=%s code=body_too_large path=/v1/placement', client)
-            _drain(length)
-            return _error(413, 'body_too_large', 'the request body is larger than %d bytes' % cap)
-        data = request.stream.read(cap + 1)
+        data, refusal = admitted_body(placement_limiter, enrollment.MAX_PLACEMENT_BODY, 'placement', ' path=/v1/placement')
+        if refusal is not None:
+            return refusal
         try:
-            if len(data) > cap:
-                _drain(DRAIN_LIMIT, request.stream)
-                raise enrollment.EnrollError(413, 'body_too_large', 'the request body is larger than %d bytes' % cap)
             if not data:
                 raise enrollment.EnrollError(400, 'empty_body', 'the request body is empty: send a JSON object with '
                                              'device_id, timestamp and signature')
