@@ -198,15 +198,20 @@ def parse_body(data):
     return doc
 
 
-def validate_request(doc):
-    """Check an enroll request; returns a normalized dict. Raises EnrollError naming the field."""
-    unknown = sorted(k for k in doc if k not in REQUEST_FIELDS)
+def check_fields(doc, allowed, required):
+    """EnrollError for a field outside ``allowed`` or a ``required`` one missing or empty."""
+    unknown = sorted(k for k in doc if k not in allowed)
     if unknown:
         raise EnrollError(400, 'unknown_field', 'unknown field(s) %s (allowed: %s)'
-                          % (', '.join(repr(k[:40]) for k in unknown[:5]), ', '.join(REQUEST_FIELDS)))
-    missing = [k for k in REQUIRED_FIELDS if doc.get(k) in (None, '')]
+                          % (', '.join(repr(k[:40]) for k in unknown[:5]), ', '.join(allowed)))
+    missing = [k for k in required if doc.get(k) in (None, '')]
     if missing:
         raise EnrollError(400, 'missing_field', 'missing required field(s): %s' % ', '.join(missing))
+
+
+def validate_request(doc):
+    """Check an enroll request; returns a normalized dict. Raises EnrollError naming the field."""
+    check_fields(doc, REQUEST_FIELDS, REQUIRED_FIELDS)
     token = doc['token']
     if not isinstance(token, str) or len(token) > 256:
         raise EnrollError(400, 'invalid_token', 'field "token" must be a string of at most 256 characters')
@@ -893,13 +898,7 @@ class PlacementRateLimited(EnrollError):
 
 def validate_placement_request(doc):
     """Check a placement request's shape; returns ``{device_id, timestamp, signature}``."""
-    unknown = sorted(k for k in doc if k not in PLACEMENT_FIELDS)
-    if unknown:
-        raise EnrollError(400, 'unknown_field', 'unknown field(s) %s (allowed: %s)'
-                          % (', '.join(repr(k[:40]) for k in unknown[:5]), ', '.join(PLACEMENT_FIELDS)))
-    missing = [k for k in PLACEMENT_FIELDS if doc.get(k) in (None, '')]
-    if missing:
-        raise EnrollError(400, 'missing_field', 'missing required field(s): %s' % ', '.join(missing))
+    check_fields(doc, PLACEMENT_FIELDS, PLACEMENT_FIELDS)
     try:
         device_id = check_device_id(doc['device_id'], 'field "device_id"')
     except FleetError as exc:
