@@ -25,7 +25,7 @@ LAB_LOCK := $(CURDIR)/scripts/lab-lock
 
 .PHONY: help venv lab-up lab-destroy lab-vars demo site lint sanity units live lab-test \
         molecule test promtool browser test-faults test-faults-short security lab-site \
-        lab-test-run molecule-run faults-short-run
+        lab-test-run molecule-run faults-short-run test-changestream
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -134,6 +134,9 @@ faults-short-run:
 test-failover: lab-site ## Failover of a lost cloud host, and the drain of a host, on a 2-cloud lab (~12 min; not in make test)
 	$(LAB_LOCK) python -m pytest -s tests/failover
 	$(LAB_LOCK) python -m pytest -s -m "lab and slow" tests/live
+
+test-changestream: lab-site ## The change stream on the lab through capture, broker, fan-in faults and a device offline (not in make test)
+	$(LAB_LOCK) python -m pytest -s -m "lab and slow" tests/lab/test_changestream_lab.py
 
 # The lab comes up and converges (make lab-site: image, containers, site.yml; several minutes on a
 # fresh machine, much of it waiting on apt) and lint runs, both in the background, while the
