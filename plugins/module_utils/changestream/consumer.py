@@ -60,8 +60,9 @@ class Central:
 
     def applied(self):
         with self.conn.cursor() as cur:
-            cur.execute('SELECT device_id, seq_no, row_index FROM `%s`' % fanin.APPLIED_TABLE)
-            return dict((device, (int(seq), int(row))) for device, seq, row in cur.fetchall())
+            cur.execute(fanin.APPLIED_SELECT)
+            return dict((device, (pos['seq_no'], pos['row']))
+                        for device, pos in fanin.applied_positions(cur.fetchall()).items())
 
 
 def apply_batch(central, batch, stats):

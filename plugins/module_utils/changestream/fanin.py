@@ -29,6 +29,15 @@ APPLIED_DDL = ('CREATE TABLE IF NOT EXISTS `%s` (device_id VARCHAR(64) NOT NULL 
                'seq_no BIGINT UNSIGNED NOT NULL, row_index INT UNSIGNED NOT NULL, event_id VARCHAR(96) NOT NULL, '
                'applied_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)) '
                'ENGINE=InnoDB' % APPLIED_TABLE)
+# Its rows as the fan-in and the monitor (observe.read_applied) read them; applied_positions() shapes them.
+APPLIED_SELECT = 'SELECT device_id, seq_no, row_index, event_id, UNIX_TIMESTAMP(applied_at) FROM `%s`' % APPLIED_TABLE
+
+
+def applied_positions(rows):
+    """{device: {'seq_no', 'row', 'event_id', 'applied_ts'}} from the rows of APPLIED_SELECT."""
+    return dict((device, {'seq_no': int(seq), 'row': int(row), 'event_id': event,
+                          'applied_ts': float(ts) if ts is not None else None})
+                for device, seq, row, event, ts in rows)
 
 
 class Plan:

@@ -29,11 +29,13 @@ import json
 import os
 import time
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.fanin import (
+    APPLIED_SELECT, APPLIED_TABLE, applied_positions,
+)
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.gtid import GtidError, parse_gtid_pos
 
 # The changestream role's configs (docs/changestream.md "Files on the host"): capture-<instance>.json, fanin.json.
 CONFIG_GLOB = '/etc/edgefleet/changestream/*.json'
-APPLIED_TABLE = '_edgefleet_applied'  # fanin.APPLIED_TABLE (not imported: fanin pulls envelope)
 
 DEFAULT_THRESHOLDS = {
     # A device's stream is current when the capture has confirmed everything the replica holds of
@@ -360,16 +362,13 @@ def read_applied(central_options, connect_timeout=5):
                             "AND table_name = %s", (APPLIED_TABLE,))
                 if not cur.fetchone()[0]:
                     return {}  # the fan-in has not started yet: nothing applied
-                cur.execute('SELECT device_id, seq_no, row_index, event_id, UNIX_TIMESTAMP(applied_at) FROM `%s`'
-                            % APPLIED_TABLE)
+                cur.execute(APPLIED_SELECT)
                 rows = cur.fetchall()
         finally:
             conn.close()
     except Exception as exc:  # pylint: disable=broad-except
         return {'error': str(exc)}
-    return dict((device, {'seq_no': int(seq), 'row': int(row), 'event_id': event,
-                          'applied_ts': float(ts) if ts is not None else None})
-                for device, seq, row, event, ts in rows)
+    return applied_positions(rows)
 
 
 def read_queues(broker, names):
