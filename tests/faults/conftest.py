@@ -1,9 +1,28 @@
-"""Fault suite fixtures: the lab lock for the whole session, writers' tools, and the lab put back."""
+"""Fault suite fixtures: the lab lock for the whole session, writers' tools, and the lab put back.
+
+`--with-changestream` runs the suite with the change stream switched on for cloud01 (issue 20: the
+replication path must lose nothing with it on); every playbook the suite runs meanwhile sees the
+stream's inventory too, so a repair does not switch the replicas' stream settings off.
+"""
+import contextlib
 import dataclasses
+import os
 
 import pytest
 
 from tests.faults import harness
+from tests.support.lab import INVENTORY
+
+
+# The fault writers' table, fanned in when the stream is on (tests/faults/harness.py TABLE_DDL).
+FANIN_FAULT_WRITES = {"source": "app.fault_writes", "table": "fault_writes", "primary_key": ["id"],
+                      "columns": "id BIGINT UNSIGNED NOT NULL, run VARCHAR(64) NOT NULL, seq BIGINT NOT NULL, "
+                                 "updates INT NOT NULL, payload CHAR(40) NOT NULL, written_at TIMESTAMP(6) NULL"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--with-changestream", action="store_true", default=False,
+                     help="run the faults with the change stream on for cloud01 (make test-faults-changestream)")
 
 
 def pytest_configure(config):
@@ -26,7 +45,30 @@ def lab_lock():
 
 
 @pytest.fixture(scope="session")
-def lab(lab_lock):  # pylint: disable=redefined-outer-name,unused-argument
+def lab(lab_lock, request, tmp_path_factory):  # pylint: disable=redefined-outer-name,unused-argument
+    with contextlib.ExitStack() as stack:
+        if request.config.getoption("--with-changestream"):
+            stack.enter_context(stream_on(tmp_path_factory))
+        yield from fault_lab()
+
+
+@contextlib.contextmanager
+def stream_on(tmp_path_factory):
+    """The change stream on cloud01 around the suite, fanning in the writers' table; the playbooks
+    the harness runs (repairs, put_back's site.yml) see its inventory while it is on."""
+    from tests.lab.changestream_support import change_stream_on  # pylint: disable=import-outside-toplevel
+    work = tmp_path_factory.mktemp("faults-changestream")
+    work.chmod(0o700)
+    with change_stream_on(work, [FANIN_FAULT_WRITES]) as inventory:
+        harness.ENV["ANSIBLE_INVENTORY"] = ",".join([INVENTORY, inventory])
+        harness.RESULTS_PATH = os.path.join(harness.RESULTS_DIR, "faults-changestream.json")
+        try:
+            yield
+        finally:
+            del harness.ENV["ANSIBLE_INVENTORY"]
+
+
+def fault_lab():
     devices = harness.fleet()
     clouds = sorted({d.cloud for d in devices})
     if len(devices) < 2:

@@ -18,7 +18,7 @@ from tests.support.lab import ENV, ROOT, devices, hostvars
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOCK_PATH = "/tmp/edgefleet-lab.lock"
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
-RESULTS_PATH = os.path.join(RESULTS_DIR, "faults.json")
+RESULTS_PATH = os.path.join(RESULTS_DIR, "faults.json")  # faults-changestream.json with the stream on (conftest)
 PODMAN_ENV = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "lab", ".state", "containers.conf"))
 
 REMOTE_DIR = "/usr/local/lib/edgefleet-faults"

@@ -3,11 +3,11 @@
 """The change stream on the lab through real channels and faults (issue 20; docs/changestream.md,
 "Lab test"). `make test-changestream`; marked `lab` and `slow`, so `make test` does not run it.
 
-Holds the lab lock for the module. The fixture converges the changestream role on cloud01 with the
-Molecule scenario's converge playbook (molecule/changestream/converge.yml) and an inventory of its
-own (cloud01 in the `changestream` group, fresh passwords in a 0600 file, a fan-in table named for
-this run, a read-only consumer of the stream queue `edgefleet.events`), and afterwards puts the lab
-back with the scenario's cleanup playbook and checks that `site.yml` then changes nothing.
+Holds the lab lock for the module. The fixture switches the change stream on for cloud01
+(tests/lab/changestream_support.py: the Molecule scenario's converge playbook with an inventory of
+its own, a fan-in table named for this run, a read-only consumer of the stream queue
+`edgefleet.events`), and afterwards puts the lab back with the scenario's cleanup playbook and
+checks that `site.yml` then changes nothing.
 
 device01 (instance mode) and device02 (channel mode, the shared instance multi-01) each get a writer
 thread (PyMySQL through an SSH forward to the device's MariaDB socket: numbered rows, inserts,
@@ -52,16 +52,13 @@ import time
 
 import pymysql
 import pytest
-import yaml
 
 from tests.faults import harness
+from tests.lab.changestream_support import CLOUD, change_stream_on
 from tests.runner import lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-CLOUD = "cloud01"
-CONVERGE = "molecule/changestream/converge.yml"
-CLEANUP = "molecule/changestream/cleanup.yml"
 CENTRAL_SOCKET = "/run/edgefleet-changestream-central/mysqld.sock"
 CENTRAL_DB = "edgefleet_fanin"
 VENV_PYTHON = "/usr/local/lib/edgefleet-changestream/venv/bin/python"
@@ -481,13 +478,6 @@ def check_events(messages, writers, device_tables, created):
 # Fixtures
 # ------------------------------------------------------------------------------------------------
 
-def playbook(path, inventories, check=True):
-    args = ["ansible-playbook"]
-    for inventory in inventories:
-        args += ["-i", inventory]
-    return lab.run(args + [path], check=check)
-
-
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
     """The changestream role on cloud01 (a fan-in table for this run), the lab put back afterwards."""
@@ -501,49 +491,27 @@ def stream(tmp_path_factory):
         work = tmp_path_factory.mktemp("changestream-lab")
         os.chmod(str(work), 0o700)
         table = "cs_lab_%s" % secrets.token_hex(3)
-        passwords = {name: secrets.token_hex(16) for name in ("capture", "fanin", "capture_sql", "central", "consumer")}
-        inventory = os.path.join(str(work), "changestream.yml")
-        with open(os.open(inventory, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
-            yaml.safe_dump({"changestream": {"hosts": {CLOUD: {}}, "vars": {
-                "changestream_capture_password": passwords["capture"],
-                "changestream_fanin_password": passwords["fanin"],
-                "changestream_capture_sql_password": passwords["capture_sql"],
-                "changestream_central_password": passwords["central"],
-                # read-only on the stream queue (no queue of its own)
-                "changestream_consumers": [{"name": CONSUMER, "password": passwords["consumer"]}],
-                "changestream_fanin_tables": [{"source": "app." + table, "table": table, "columns": CENTRAL_COLUMNS,
-                                               "primary_key": ["id"]}],
-            }}}, handle)
-        inventories = [lab.INVENTORY, inventory]
+        consumer_password = secrets.token_hex(16)
         figures = {}
-        try:
-            started = time.monotonic()
-            playbook(CONVERGE, inventories)
-            figures["converge_s"] = time.monotonic() - started
-            created = {}
-            for device in devices:
-                (gtid,), = harness.sql(device.name, "USE app; CREATE TABLE `%s` (%s); SELECT @@last_gtid"
-                                       % (table, DEVICE_COLUMNS))
-                created[device.name] = gtid
-            yield {"devices": devices, "table": table, "consumer_password": passwords["consumer"], "figures": figures,
-                   "created": created}
-        finally:
-            started = time.monotonic()
-            harness.restore_lab(devices, sorted({d.cloud for d in devices}))
-            for device in devices:
-                harness.sql(device.name, "USE app; DROP TABLE IF EXISTS `%s`" % table, check=False)
-                with contextlib.suppress(harness.LabError):
-                    harness.catch_up(device, timeout=120)
-            playbook(CLEANUP, inventories)
-            figures["cleanup_s"] = time.monotonic() - started
-            started = time.monotonic()
-            again = playbook("site.yml", [lab.INVENTORY])
-            changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
-            figures["site_after_s"] = time.monotonic() - started
-            print("\nchangestream lab: cleanup.yml %.0f s, then site.yml %.0f s, changed: %s"
-                  % (figures["cleanup_s"], figures["site_after_s"], changed or "nothing"))
-            os.unlink(inventory)
-            assert not changed, "site.yml is not a no-op after the change stream's cleanup: %s" % changed
+        tables = [{"source": "app." + table, "table": table, "columns": CENTRAL_COLUMNS, "primary_key": ["id"]}]
+        # read-only on the stream queue (no queue of its own)
+        consumers = [{"name": CONSUMER, "password": consumer_password}]
+        with change_stream_on(work, tables, consumers, figures):
+            try:
+                created = {}
+                for device in devices:
+                    (gtid,), = harness.sql(device.name, "CREATE DATABASE IF NOT EXISTS app; USE app; CREATE TABLE `%s` (%s); "
+                                           "SELECT @@last_gtid"
+                                           % (table, DEVICE_COLUMNS))
+                    created[device.name] = gtid
+                yield {"devices": devices, "table": table, "consumer_password": consumer_password,
+                       "figures": figures, "created": created}
+            finally:
+                harness.restore_lab(devices, sorted({d.cloud for d in devices}))
+                for device in devices:
+                    harness.sql(device.name, "USE app; DROP TABLE IF EXISTS `%s`" % table, check=False)
+                    with contextlib.suppress(harness.LabError):
+                        harness.catch_up(device, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,17 @@ def check_replica(replica):
         raise CaptureError('the replica cannot feed the change stream: ' + '; '.join(problems))
 
 
+def binlog_state(replica):
+    """The replica's @@gtid_binlog_state: the domains its binlog still has."""
+    conn = connect_pymysql(**replica)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@gtid_binlog_state")
+            return cur.fetchone()[0] or ''
+    finally:
+        conn.close()
+
+
 class PublishFailed(Exception):
     """The broker nacked or returned a message: re-read from the last confirmed transaction."""
 
@@ -192,14 +203,18 @@ class Capture:
         from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, XidEvent
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+        position, left_out = self.checkpoint.start_position(binlog_state(self.config['replica']))
+        for domain, why in sorted(left_out.items()):
+            log('GTID domain %d (%s): %s; its transactions the checkpoint covers are skipped'
+                % (domain, self.devices.name_of(domain), why))
         reader = BinLogStreamReader(
             connection_settings=client_kwargs(**self.config['replica']),
             server_id=int(self.config['reader_server_id']), is_mariadb=True,
-            auto_position=self.checkpoint.text(), blocking=True, slave_heartbeat=2,
+            auto_position=position, blocking=True, slave_heartbeat=2,
             only_events=[MariadbGtidEvent, QueryEvent, XidEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent,
                          HeartbeatLogEvent],
             enable_logging=False)
-        log('reading the replica binlog from %r' % (self.checkpoint.text(),))
+        log('reading the replica binlog from %r' % (position,))
         gtid = None
         row = 0
         ts_ms = 0
@@ -210,6 +225,8 @@ class Capture:
                     continue
                 if isinstance(event, MariadbGtidEvent):
                     gtid, row, ts_ms = event.gtid, 0, int(event.timestamp) * 1000
+                    if left_out and self.checkpoint.covers(gtid):
+                        gtid = None  # published and confirmed before (a domain left out of the position)
                     continue
                 if gtid is None:
                     continue

@@ -44,5 +44,44 @@ class Checkpoint:
     def text(self):
         return format_gtid_pos(self.positions)
 
+    def covers(self, gtid_text):
+        """True when the transaction `gtid_text` is at or before this position in its domain
+        (confirmed already, or older than what was confirmed: not published again)."""
+        gtid = list(parse_gtid_pos(gtid_text).values())[0]
+        current = self.positions.get(gtid.domain)
+        return current is not None and gtid.seq_no <= current.seq_no
+
+    def start_position(self, binlog_state):
+        """(position text to ask the replica for, {domain: why it was left out}).
+
+        `binlog_state` is the replica's ``@@gtid_binlog_state``. MariaDB refuses a whole position
+        (error 1236) when one of its domains is not in the binlog as asked, which would stop the
+        stream of every device on the replica for one device's sake. So two kinds of domain are
+        left out, the replica then sends their transactions from its oldest binlog, and the
+        capture skips those the checkpoint covers (`covers`):
+        - a domain the binlog no longer has (``FLUSH BINARY LOGS DELETE_DOMAIN_ID`` after its
+          device moved away): nothing more of it can come;
+        - a domain whose history restarted (the binlog's last sequence number is below the
+          checkpoint's: the device was re-imaged and its replica re-seeded). Its transactions up
+          to the checkpoint's number are skipped as covered; the monitor shows the device stalled
+          until its new history passes that number (docs/changestream.md, Limits).
+        A domain whose checkpoint the binlog has purged is still asked for, so it is refused,
+        never skipped."""
+        held = {}
+        for part in (binlog_state or '').split(','):
+            if part.strip():
+                domain, unused, seq = (int(field) for field in part.strip().split('-'))
+                held[domain] = max(seq, held.get(domain, 0))
+        kept, left_out = {}, {}
+        for domain, gtid in self.positions.items():
+            if domain not in held:
+                left_out[domain] = 'no longer in the replica binlog (device moved away)'
+            elif held[domain] < gtid.seq_no:
+                left_out[domain] = ('history restarted: the replica binlog is at %d, the stream at %d'
+                                    % (held[domain], gtid.seq_no))
+            else:
+                kept[domain] = gtid
+        return format_gtid_pos(kept), left_out
+
     def save(self):
         atomic_write(self.path, json.dumps({'gtid_pos': self.text()}, sort_keys=True) + '\n', mode=0o640)

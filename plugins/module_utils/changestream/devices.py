@@ -39,6 +39,11 @@ class DeviceMap:
         """Whether events of this replica schema belong to the stream at all."""
         return schema in self.schemas or schema in self.databases
 
+    def name_of(self, domain):
+        """The device id of a GTID domain, or 'no device of this replica'."""
+        device = self.by_domain.get(int(domain))
+        return device['id'] if device else 'no device of this replica'
+
     def resolve(self, domain, schema):
         """(device id, the device's own schema name) of an event; UnknownDevice otherwise."""
         device = self.by_domain.get(int(domain))

@@ -111,6 +111,10 @@ def capture_view(name, config, checkpoint, replica, now):
         entry = {'device': device['id'], 'domain': domain, 'capture': name,
                  'replica_seq': held.get(domain), 'captured_seq': confirmed.get(domain),
                  'behind': None, 'lag_s': None, 'error': '; '.join(errors) or None}
+        if not errors and held.get(domain) is not None and (confirmed.get(domain) or 0) > held[domain]:
+            # the device's GTID history restarted (re-imaged, replica re-seeded): capture.py skips
+            # its transactions up to the checkpoint's number, so the stream misses them
+            entry['restarted'] = True
         if not errors:
             entry['behind'] = max((held.get(domain) or 0) - (confirmed.get(domain) or 0), 0)
             if entry['behind'] == 0:
@@ -158,6 +162,10 @@ def device_state(entry, fanins, thresholds):
     """(state, problem or None) of one device's stream (STREAM_STATES)."""
     if entry['error'] or entry['behind'] is None:
         return 'unknown', 'change stream: %s' % (entry['error'] or 'replica position unknown')
+    if entry.get('restarted'):
+        return 'stalled', ('change stream: the replica binlog restarted this device\'s GTID history (at %d, the stream '
+                           'at %d): its transactions up to %d are not streamed' % (
+                               entry['replica_seq'], entry['captured_seq'], entry['captured_seq']))
     state, problem = 'current', None
     lag_limit = thresholds['stream_lag_threshold']
     if entry['behind'] > 0:

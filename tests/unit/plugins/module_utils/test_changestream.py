@@ -190,3 +190,27 @@ def test_unknown_table_and_unknown_column_are_refused_with_nothing_to_run():
     assert plan.action == 'refuse' and 'note' in plan.reason and not plan.statements
     plan = fanin.plan_event(decoded(after={'id': 1, 'name': 'a'}), TABLES, {}, {})
     assert plan.action == 'refuse' and 'does not exist' in plan.reason
+
+
+def test_checkpoint_start_position_leaves_out_deleted_and_restarted_domains(tmp_path):
+    checkpoint = Checkpoint(str(tmp_path / 'checkpoint.json'))
+    for gtid in ('0-2000000001-3', '1001-1001-653', '1002-1002-7', '1003-1003-9'):
+        checkpoint.advance(gtid)
+    # 1002 moved away (DELETE_DOMAIN_ID); 1003's history restarted (binlog at 4 < 9): both left
+    # out, the checkpoint unchanged; 1001 kept although another server wrote in it (max seq counts)
+    position, left_out = checkpoint.start_position('0-2000000001-3,1001-1001-700,1001-5-2,1003-1003-4')
+    assert position == '0-2000000001-3,1001-1001-653'
+    assert sorted(left_out) == [1002, 1003]
+    assert 'moved away' in left_out[1002] and 'binlog is at 4, the stream at 9' in left_out[1003]
+    assert checkpoint.text() == '0-2000000001-3,1001-1001-653,1002-1002-7,1003-1003-9'
+    # a domain the replica still has at or past the checkpoint is always asked for (purged: refused, not skipped)
+    assert checkpoint.start_position('1002-1002-7,0-2000000001-3,1001-1001-653,1003-1003-10') == (checkpoint.text(), {})
+    assert checkpoint.start_position('')[0] == ''
+    assert Checkpoint(str(tmp_path / 'x')).start_position('5-5-5') == ('', {})
+
+
+def test_checkpoint_covers_only_what_it_confirmed(tmp_path):
+    checkpoint = Checkpoint(str(tmp_path / 'checkpoint.json'))
+    checkpoint.advance('7-7-5')
+    assert checkpoint.covers('7-7-5') and checkpoint.covers('7-9-1')
+    assert not checkpoint.covers('7-7-6') and not checkpoint.covers('8-8-1')

@@ -84,6 +84,16 @@ def test_behind_is_the_seq_no_difference_per_domain_and_lag_the_checkpoint_age()
     assert view['checkpoint_age_s'] == 30.0 and view['error'] is None
 
 
+def test_a_device_whose_history_restarted_is_stalled_until_it_passes_the_checkpoint():
+    view = capture({11: 40, 12: 7}, {11: 4, 12: 7})
+    by_device = dict((d['device'], d) for d in view['devices'])
+    assert by_device['dev1'].get('restarted') and not by_device['dev2'].get('restarted')
+    state, problem = observe.device_state(by_device['dev1'], [], observe.DEFAULT_THRESHOLDS)
+    assert state == 'stalled' and 'restarted' in problem and 'up to 40 are not streamed' in problem
+    assert observe.device_state(by_device['dev2'], [], observe.DEFAULT_THRESHOLDS) == ('current', None)
+    assert not capture({11: 40}, {11: 41})['devices'][0].get('restarted')
+
+
 def test_no_checkpoint_yet_counts_from_the_start_position_and_has_no_lag_seconds():
     view = capture(None, {11: 3}, name='c')
     dev1 = view['devices'][0]
