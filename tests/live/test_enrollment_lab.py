@@ -14,14 +14,15 @@ systemd as PID 1), the same programs the systemd units run:
 
 enr01 (instance mode) and enr02 (channel mode) boot at the same time and are converged by the
 trigger; then enr03 (instance mode) is converged by playbooks/converge_new.yml instead (what the
-AWX schedule runs), run every 10 s by the test. Per device: the CLI creates a token; a new
-container is CREATED (not started) on the lab network, its root file system mounted on the host
-and the device_enroll role run into it (device_enroll_root = the mount): program, unit, config,
-pinned CA and token, nothing else (no controller key, no address in the registry). An iptables
-rule on the host drops controller -> device tcp/22 and a direct ssh is shown to fail. Then the
-container starts and the test only waits and polls (registry, trigger state, replica): the device
-enrolls, starts its tunnel, the trigger converges it; a row is then written on the device through
-its own tunnel (the management back-channel via the cloud host) and read on its cloud replica.
+AWX schedule runs), run again by the test as soon as enr03's tunnel listens (at most 10 s
+later). Per device: the CLI creates a token; a new container is CREATED (not started) on the lab
+network, its root file system mounted on the host and the device_enroll role run into it
+(device_enroll_root = the mount): program, unit, config, pinned CA and token, nothing else (no
+controller key, no address in the registry). An iptables rule on the host drops controller ->
+device tcp/22 and a direct ssh is shown to fail. Then the container starts and the test only
+waits and polls (registry, trigger state, replica): the device enrolls, starts its tunnel, the
+trigger converges it; a row is then written on the device through its own tunnel (the management
+back-channel via the cloud host) and read on its cloud replica.
 The test prints the time from container start to the row on the replica.
 
 enr02's channel mode: the operator pre-registers the id with replica_mode=channel (and no keys)
@@ -368,9 +369,16 @@ def enrolled():
 
 
 def awx_schedule(state, results):
-    """What the AWX schedule does, every 10 s here (2 min in awx/controller.yml): run
-    playbooks/converge_new.yml until a run converged the device. Returns the poll predicate."""
+    """What the AWX schedule does (every 2 min in awx/controller.yml): run
+    playbooks/converge_new.yml until a run converged the device. Here the next run comes at the
+    latest 10 s after the last one, and as soon as the device's tunnel listens on its cloud host
+    (what the next run needs once the last one authorized its key). Returns the poll predicate."""
     runs = results.setdefault("awx_runs", [])
+
+    def tunnel_listens(name):
+        record = allocations().get(name)
+        return bool(record) and bool(lab.shell(record["cloud_host"], "ss -Hltn 'sport = :%d'"
+                                               % record["tunnel_ssh_port"], check=False).strip())
 
     def converged(name):
         res = lab.run(["ansible-playbook", "-i", TEST_FLEET, "playbooks/converge_new.yml",
@@ -379,7 +387,9 @@ def awx_schedule(state, results):
         recap = lab.recap(res.stdout).get(name)
         if recap and recap["ok"] > 0 and not recap["failed"] and not recap["unreachable"]:
             return True
-        time.sleep(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not tunnel_listens(name):
+            time.sleep(1)
         return False
     return converged
 

@@ -2,20 +2,25 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Rebalance and drain on the podman lab with two cloud hosts (playbooks/rebalance.yml).
 
-Holds the shared lab lock for the whole module: scales the lab to 4 devices + 2 cloud hosts,
-runs site.yml (the allocation spreads the new devices by capacity), then
+Runs on the grown lab it shares with tests/live/test_onboarding_lab.py (tests/runner/grown_lab.py,
+holding the shared lab lock): from the onboarding's 3 devices + 1 cloud host (device03 allocated
+on cloud01, in channel mode) the lab is grown to 5 devices + 2 cloud hosts and converged by one
+site.yml (the allocation spreads the new devices by capacity: both to the empty cloud02); every
+device gets rows in `app.rb`. Then
 
 1. moves one device from cloud02 to cloud01 while it keeps writing rows: afterwards its new
    replica holds every row (count and CHECKSUM TABLE equal to the device's), its allocation has
    new ports on cloud01, its old ports rest in quarantine on cloud02, its old replica is stopped
    and set aside, and no other device's allocation, rows or channel changed;
-2. drains cloud02 while its device writes: every device leaves it, with every row.
+2. (marked slow: make test-failover) drains cloud02 while its device writes: every device leaves
+   it, with every row.
 
-Finally it drains cloud02 if needed, scales back to 2 devices + 1 cloud host, runs `make
-lab-vars` and site.yml, removes the replica datadirs of the temporary devices from cloud01,
-and checks that site.yml is a no-op again (the lab as the other engineers left it).
+After the last module that uses the grown lab, cloud02 is drained if it still carries a device
+(playbooks/rebalance.yml), the lab is scaled back to 2 devices + 1 cloud host, the replica leftovers
+of the temporary devices are removed from cloud01, and site.yml must be a no-op again (the lab as
+the other engineers left it).
 
-    python -m pytest -m lab tests/live/test_rebalance_lab.py -s       # about 8 minutes
+    python -m pytest -m lab tests/live/test_rebalance_lab.py -s
 """
 
 from __future__ import annotations
@@ -23,31 +28,9 @@ from __future__ import annotations
 import pytest
 
 from tests.runner import lab
-from tests.runner.support import Job
+from tests.runner.grown_lab import grown_lab, rebalance  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = pytest.mark.lab
-
-WRITER = r"""cat > /usr/local/bin/edgefleet-test-writer <<'EOF'
-#!/bin/sh
-# edgefleet-test-writer COUNT DELAY TAG: insert COUNT rows into app.rb, one every DELAY seconds
-rm -f /tmp/edgefleet-test-writer.done
-i=1
-while [ $i -le $1 ]; do
-  mariadb app -e "INSERT INTO rb (v) VALUES ('$3-$i')" || echo "insert $i failed" >&2
-  i=$((i+1)); sleep $2
-done
-echo done > /tmp/edgefleet-test-writer.done
-EOF
-chmod 0755 /usr/local/bin/edgefleet-test-writer"""
-
-
-def rebalance(**extravars):
-    job = Job("playbooks/rebalance.yml", lab.INVENTORY, extravars=extravars).run()
-    try:
-        assert job.status == "successful" and job.rc == 0, job.describe()
-        return job.stats(), job.stdout()
-    finally:
-        job.cleanup()
 
 
 def start_writer(device, count, tag):
@@ -91,37 +74,9 @@ def channel_health(device):
 
 
 @pytest.fixture(scope="module")
-def two_clouds():
-    with lab.lab_lock():
-        before = lab.allocations()["allocations"]
-        try:
-            lab.scale(4, 2)
-            lab.inventory_cache(refresh=True)
-            for device in ("device01", "device02", "device03", "device04"):
-                lab.shell(device, WRITER)
-                lab.sql(device, "CREATE DATABASE IF NOT EXISTS app")
-                lab.sql(device, "USE app; CREATE TABLE IF NOT EXISTS rb (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
-                lab.sql(device, "INSERT INTO app.rb (v) SELECT CONCAT('base-', seq) FROM app.seq_1_to_500")
-            yield before
-        finally:
-            restore_two_plus_one()
-
-
-def restore_two_plus_one():
-    """Drain cloud02 if it still carries devices, scale back to 2 + 1, converge, clean cloud01."""
-    alloc = lab.allocations()["allocations"]
-    if any(rec["cloud_host"] == "cloud02" for rec in alloc.values()):
-        rebalance(drain_host="cloud02")
-    lab.scale(2, 1)
-    lab.inventory_cache(refresh=True)
-    lab.shell("cloud01", "rm -rf /var/lib/edgefleet/replicas/device03 /var/lib/edgefleet/replicas/device04 "
-                         "/var/lib/edgefleet/replicas/.moved /var/lib/edgefleet/replicas/.applied/device03.* "
-                         "/var/lib/edgefleet/replicas/.applied/device04.* /var/lib/edgefleet/moves")
-    for device in ("device01", "device02"):
-        lab.sql(device, "USE app; DROP TABLE IF EXISTS rb")
-    again = lab.run(["ansible-playbook", "site.yml"])
-    changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
-    assert not changed, "site.yml is not a no-op after restoring the lab: %s" % changed
+def two_clouds(grown_lab):  # noqa: F811  pylint: disable=redefined-outer-name
+    """The allocations from before cloud02 existed (sticky: they must not change)."""
+    return grown_lab["before"]
 
 
 def test_new_devices_are_spread_by_capacity(two_clouds):
@@ -134,8 +89,10 @@ def test_new_devices_are_spread_by_capacity(two_clouds):
     for device, rec in two_clouds.items():
         if device in alloc:
             assert alloc[device] == rec
-    # ... and the new ones went to the emptier host, so both carry two
-    assert sorted(len(v) for v in per_host.values()) == [2, 2], per_host
+    # ... and the new ones went to the emptier host: cloud02 carries both
+    new = sorted(set(alloc) - set(two_clouds))
+    assert len(new) == 2 and sorted(per_host["cloud02"]) == new, per_host
+    assert sorted(per_host["cloud01"]) == sorted(two_clouds), per_host
     for device in alloc:
         assert_replica_matches(device)
 
