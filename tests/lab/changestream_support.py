@@ -17,6 +17,7 @@ import time
 import yaml
 
 from tests.runner import lab
+from tests.runner.grown_lab import changed_tasks
 
 CLOUD = "cloud01"
 CONVERGE = "molecule/changestream/converge.yml"
@@ -64,8 +65,7 @@ def change_stream_on(work_dir, fanin_tables, consumers=(), figures=None):
             again = playbook("site.yml", [lab.INVENTORY])
             changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
             if changed:
-                changed = {"hosts": changed, "tasks": [line for line in again.stdout.splitlines()
-                                                       if line.startswith(("TASK [", "changed:"))]}
+                changed = {"hosts": changed, "tasks": changed_tasks(again.stdout)}
             figures["site_after_s"] = time.monotonic() - started
             print("\nchange stream removed: cleanup.yml %.0f s, then site.yml %.0f s, changed: %s"
                   % (figures["cleanup_s"], figures["site_after_s"], changed or "nothing"))
