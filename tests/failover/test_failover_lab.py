@@ -35,6 +35,7 @@ import time
 import pytest
 
 from tests.runner import lab
+from tests.runner.grown_lab import writer_program
 from tests.runner.support import Job
 
 pytestmark = pytest.mark.lab
@@ -44,18 +45,7 @@ ROWS = 300
 DELAY = 0.3
 PODMAN_ENV = dict(os.environ, CONTAINERS_CONF=os.path.join(lab.ROOT, "lab", ".state", "containers.conf"))
 
-WRITER = r"""cat > /usr/local/bin/edgefleet-test-writer <<'EOF'
-#!/bin/sh
-# edgefleet-test-writer COUNT DELAY TAG: insert COUNT rows into app.fo, one every DELAY seconds
-rm -f /tmp/edgefleet-test-writer.done
-i=1
-while [ $i -le $1 ]; do
-  mariadb app -e "INSERT INTO fo (v) VALUES ('$3-$i')" || echo "insert $i failed" >&2
-  i=$((i+1)); sleep $2
-done
-echo done > /tmp/edgefleet-test-writer.done
-EOF
-chmod 0755 /usr/local/bin/edgefleet-test-writer"""
+WRITER = writer_program("fo")
 
 
 def podman(*args, check=True):

@@ -53,18 +53,27 @@ ONBOARD_DATA = [
     "CREATE TABLE app.notes (id INT PRIMARY KEY, body TEXT) ENGINE=InnoDB",
     "INSERT INTO app.notes SELECT seq, REPEAT(CONCAT('note ', seq, ' '), 20) FROM mysql.seq_1_to_300",
 ]
-WRITER = r"""cat > /usr/local/bin/edgefleet-test-writer <<'EOF'
+_WRITER_PROGRAM = r"""cat > /usr/local/bin/edgefleet-test-writer <<'EOF'
 #!/bin/sh
-# edgefleet-test-writer COUNT DELAY TAG: insert COUNT rows into app.rb, one every DELAY seconds
+# edgefleet-test-writer COUNT DELAY TAG: insert COUNT rows into app.{table}, one every DELAY seconds
 rm -f /tmp/edgefleet-test-writer.done
 i=1
 while [ $i -le $1 ]; do
-  mariadb app -e "INSERT INTO rb (v) VALUES ('$3-$i')" || echo "insert $i failed" >&2
+  mariadb app -e "INSERT INTO {table} (v) VALUES ('$3-$i')" || echo "insert $i failed" >&2
   i=$((i+1)); sleep $2
 done
 echo done > /tmp/edgefleet-test-writer.done
 EOF
 chmod 0755 /usr/local/bin/edgefleet-test-writer"""
+
+
+def writer_program(table):
+    """Shell that installs edgefleet-test-writer: COUNT rows into app.<table>, one every DELAY s
+    (the rebalance and failover lab tests' writer)."""
+    return _WRITER_PROGRAM.replace("{table}", table)
+
+
+WRITER = writer_program("rb")
 
 _STATE = {}
 
