@@ -104,5 +104,5 @@ def put_back(devices, clouds):
 
 def pytest_terminal_summary(terminalreporter):
     if harness.RESULTS:
-        terminalreporter.section("fault results (also in bench/results/faults.json)")
+        terminalreporter.section("fault results (also in %s)" % os.path.relpath(harness.RESULTS_PATH, harness.ROOT))
         terminalreporter.write_line(harness.table(harness.RESULTS))
