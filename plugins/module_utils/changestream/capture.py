@@ -80,12 +80,12 @@ def check_replica(replica):
         raise CaptureError('the replica cannot feed the change stream: ' + '; '.join(problems))
 
 
-def binlog_state(replica):
-    """The replica's @@gtid_binlog_state: the domains its binlog still has."""
+def binlog_pos(replica):
+    """The replica's @@gtid_binlog_pos: the last GTID of each domain its binlog still has."""
     conn = connect_pymysql(**replica)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT @@gtid_binlog_state")
+            cur.execute("SELECT @@gtid_binlog_pos")
             return cur.fetchone()[0] or ''
     finally:
         conn.close()
@@ -203,7 +203,7 @@ class Capture:
         from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, XidEvent
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-        position, left_out = self.checkpoint.start_position(binlog_state(self.config['replica']))
+        position, left_out = self.checkpoint.start_position(binlog_pos(self.config['replica']))
         for domain, why in sorted(left_out.items()):
             log('GTID domain %d (%s): %s; its transactions the checkpoint covers are skipped'
                 % (domain, self.devices.name_of(domain), why))

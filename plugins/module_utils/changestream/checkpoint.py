@@ -51,10 +51,11 @@ class Checkpoint:
         current = self.positions.get(gtid.domain)
         return current is not None and gtid.seq_no <= current.seq_no
 
-    def start_position(self, binlog_state):
+    def start_position(self, binlog_pos):
         """(position text to ask the replica for, {domain: why it was left out}).
 
-        `binlog_state` is the replica's ``@@gtid_binlog_state``. MariaDB refuses a whole position
+        `binlog_pos` is the replica's ``@@gtid_binlog_pos`` (the last GTID of each domain its
+        binlog has; what the monitor compares with too). MariaDB refuses a whole position
         (error 1236) when one of its domains is not in the binlog as asked, which would stop the
         stream of every device on the replica for one device's sake. So two kinds of domain are
         left out, the replica then sends their transactions from its oldest binlog, and the
@@ -67,18 +68,14 @@ class Checkpoint:
           until its new history passes that number (docs/changestream.md, Limits).
         A domain whose checkpoint the binlog has purged is still asked for, so it is refused,
         never skipped."""
-        held = {}
-        for part in (binlog_state or '').split(','):
-            if part.strip():
-                domain, unused, seq = (int(field) for field in part.strip().split('-'))
-                held[domain] = max(seq, held.get(domain, 0))
+        held = parse_gtid_pos(binlog_pos or '')
         kept, left_out = {}, {}
         for domain, gtid in self.positions.items():
             if domain not in held:
                 left_out[domain] = 'no longer in the replica binlog (device moved away)'
-            elif held[domain] < gtid.seq_no:
+            elif held[domain].seq_no < gtid.seq_no:
                 left_out[domain] = ('history restarted: the replica binlog is at %d, the stream at %d'
-                                    % (held[domain], gtid.seq_no))
+                                    % (held[domain].seq_no, gtid.seq_no))
             else:
                 kept[domain] = gtid
         return format_gtid_pos(kept), left_out
