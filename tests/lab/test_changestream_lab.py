@@ -53,6 +53,7 @@ import time
 import pymysql
 import pytest
 
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.fanin import APPLIED_TABLE
 from tests.faults import harness
 from tests.lab.changestream_support import CLOUD, change_stream_on
 from tests.runner import lab
@@ -138,8 +139,8 @@ def central(query):
 
 def applied_positions():
     """{device: seq_no of the last event the fan-in applied} (the device's own GTID domain)."""
-    return {device: int(seq) for device, seq in central("SELECT device_id, seq_no FROM %s._edgefleet_applied"
-                                                        % CENTRAL_DB)}
+    return {device: int(seq) for device, seq in central("SELECT device_id, seq_no FROM %s.`%s`"
+                                                        % (CENTRAL_DB, APPLIED_TABLE))}
 
 
 def main_pid(unit):
