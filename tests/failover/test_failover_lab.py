@@ -74,17 +74,6 @@ def changed_hosts(stats):
     return {host: n for host, n in (stats.get("changed") or {}).items() if n}
 
 
-def changed_tasks(stdout):
-    """[(task, host)] of the tasks a playbook run reported changed."""
-    out, task = [], None
-    for line in stdout.splitlines():
-        if line.startswith("TASK ["):
-            task = line[len("TASK ["):].split("]", 1)[0]
-        elif line.startswith("changed: [") and task:
-            out.append((task, line[len("changed: ["):].split("]", 1)[0]))
-    return out
-
-
 def start_writer(device, tag):
     pexec(device, "systemd-run --quiet --unit edgefleet-test-writer --collect /usr/local/bin/edgefleet-test-writer "
                   "%d %s %s 2>/tmp/edgefleet-test-writer.log" % (ROWS, DELAY, tag))
@@ -180,7 +169,7 @@ def restore_two_plus_one():
     for device in ("device01", "device02"):
         lab.sql(device, "USE app; DROP TABLE IF EXISTS fo")
     again = lab.run(["ansible-playbook", "site.yml"])
-    changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
+    changed = lab.recap_changes(again.stdout)
     assert not changed, "site.yml is not a no-op after restoring the lab: %s" % changed
 
 
@@ -258,9 +247,9 @@ def test_failover_of_a_lost_cloud_host(two_clouds):
     res = lab.run(["ansible-playbook", "site.yml"])
     recap = lab.recap(res.stdout)
     assert LOST not in recap, "site.yml still targets the lost host"
-    site_changed = {h: r["changed"] for h, r in recap.items() if r["changed"]}
+    site_changed = lab.recap_changes(res.stdout)
     if site_changed:
-        print("\nsite.yml after the failover changed: %s" % changed_tasks(res.stdout))
+        print("\nsite.yml after the failover changed: %s" % lab.changed_tasks(res.stdout))
 
     print("\nfailover of %s (%s online, %s offline): %.1f s from the host's loss (podman rm -f) to the last "
           "online device verified replicating on cloud01; rows written on the devices during the outage: %s; "

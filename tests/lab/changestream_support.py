@@ -17,7 +17,6 @@ import time
 import yaml
 
 from tests.runner import lab
-from tests.runner.grown_lab import changed_tasks
 
 CLOUD = "cloud01"
 CONVERGE = "molecule/changestream/converge.yml"
@@ -63,9 +62,9 @@ def change_stream_on(work_dir, fanin_tables, consumers=(), figures=None):
             figures["cleanup_s"] = time.monotonic() - started
             started = time.monotonic()
             again = playbook("site.yml", [lab.INVENTORY])
-            changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
+            changed = lab.recap_changes(again.stdout)
             if changed:
-                changed = {"hosts": changed, "tasks": changed_tasks(again.stdout)}
+                changed = {"hosts": changed, "tasks": lab.changed_tasks(again.stdout)}
             figures["site_after_s"] = time.monotonic() - started
             print("\nchange stream removed: cleanup.yml %.0f s, then site.yml %.0f s, changed: %s"
                   % (figures["cleanup_s"], figures["site_after_s"], changed or "nothing"))

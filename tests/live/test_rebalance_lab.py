@@ -160,5 +160,5 @@ def test_drain_moves_every_device_with_its_rows(two_clouds):
     assert '"name": "cloud02"' in registry and '"drain": true' in registry
     # the fleet converges: site.yml after the drain changes nothing
     res = lab.run(["ansible-playbook", "site.yml"])
-    changed = {h: r["changed"] for h, r in lab.recap(res.stdout).items() if r["changed"]}
+    changed = lab.recap_changes(res.stdout)
     assert not changed, changed

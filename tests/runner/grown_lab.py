@@ -78,21 +78,10 @@ WRITER = writer_program("rb")
 _STATE = {}
 
 
-def changed_tasks(stdout):
-    """["TASK name: changed line", ...] of a playbook run, to say what was not idempotent."""
-    out, task = [], None
-    for line in stdout.splitlines():
-        if line.startswith("TASK ["):
-            task = line[6:].split("]")[0]
-        elif line.startswith("changed:"):
-            out.append("%s: %s" % (task, line))
-    return out
-
-
 def assert_no_op(stdout, what, baseline=()):
     """No change, apart from changes the lab already showed before the test (baseline: another
     suite may have left a channel broken; then that channel's item changes on every run)."""
-    extra = [t for t in changed_tasks(stdout) if t not in baseline]
+    extra = [t for t in lab.changed_tasks(stdout) if t not in baseline]
     assert not extra, "%s: %s" % (what, extra)
 
 
@@ -125,7 +114,7 @@ def _grow(state):
               "no baseline run, the baseline is empty")
         baseline = []
     else:
-        baseline = changed_tasks(lab.run(["ansible-playbook", "site.yml"]).stdout)
+        baseline = lab.changed_tasks(lab.run(["ansible-playbook", "site.yml"]).stdout)
     if baseline:
         print("\nthe lab is not converged before the test (ignored in the onboarding's no-op checks): %s" % baseline)
     state["baseline"] = baseline
@@ -190,8 +179,8 @@ def _restore(state):
     for device in ("device01", "device02"):
         lab.sql(device, "USE app; DROP TABLE IF EXISTS rb")
     again = lab.run(["ansible-playbook", "site.yml"])
-    changed = {h: r["changed"] for h, r in lab.recap(again.stdout).items() if r["changed"]}
-    assert not changed, "site.yml is not a no-op after restoring the lab: %s %s" % (changed, changed_tasks(again.stdout))
+    changed = lab.recap_changes(again.stdout)
+    assert not changed, "site.yml is not a no-op after restoring the lab: %s %s" % (changed, lab.changed_tasks(again.stdout))
 
 
 def _release():

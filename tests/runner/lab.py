@@ -81,6 +81,22 @@ def proven_no_op():
     return bool(_NOOP_SITE)
 
 
+def recap_changes(stdout):
+    """{host: changed count} of the hosts a playbook run changed (its PLAY RECAP)."""
+    return {host: r["changed"] for host, r in recap(stdout).items() if r["changed"]}
+
+
+def changed_tasks(stdout):
+    """["TASK name: changed line", ...] of a playbook run, to say what was not idempotent."""
+    out, task = [], None
+    for line in stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]")[0]
+        elif line.startswith("changed:"):
+            out.append("%s: %s" % (task, line))
+    return out
+
+
 def recap(stdout):
     """{host: {ok, changed, unreachable, failed}} from a PLAY RECAP."""
     out = {}
