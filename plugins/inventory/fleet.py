@@ -157,10 +157,12 @@ notes:
     C(cloud_<cloud host>) (once per cloud host), so a device never needs the cloud host's
     C(hostvars): an AWX sliced job's inventory holds only its slice's hosts but every group's
     variables."
-  - "Only the plugin's own constant text is trusted-as-template: C(edgefleet_reach) and
-    C(edgefleet_replica_mode) words and O(tunnel_host) in C(ansible_host) (which must be a host name
-    or IP address). Registry data and everything built from it (C(ansible_ssh_common_args) holds
-    the cloud host's registry address) stay untrusted and are never rendered as templates."
+  - "Only strings that cannot hold a template are trusted-as-template: no C({) (every Jinja
+    delimiter starts with one) and no C(#) (a C(#jinja2:) header can change the delimiters).
+    Rendering one gives the same text, and C(ansible-inventory --list) prints it as a plain string
+    instead of an C(__ansible_unsafe) object. Every other string, registry data that could be a
+    template above all, stays untrusted and is never rendered as a template, in host and group
+    variables and inside their lists and mappings."
 seealso:
   - module: edgefleet.mysql_backup.allocation
   - module: edgefleet.mysql_backup.registry
@@ -253,6 +255,46 @@ def _plain(value):
     return value
 
 
+class _Trust:
+    """Marks trusted-as-template every string that cannot hold a template
+    (fleet_inventory.cannot_hold_template), in host and group variables and inside their lists
+    and dicts; every other string (registry data with ``{`` or ``#``, the packed cloud tables)
+    stays untrusted. Registry values repeat (sites, labels, cloud hosts): one tagged copy each.
+    A copy, never the config's tagged object: no origin tag rides along."""
+
+    def __init__(self):
+        self._tagged = {}
+
+    def __call__(self, value):
+        cls = value.__class__
+        if cls is str:
+            tagged = self._tagged.get(value)
+            if tagged is None:
+                tagged = trust_as_template(value) if fleet_inventory.cannot_hold_template(value) else value
+                self._tagged[value] = tagged
+            return tagged
+        if cls is dict:
+            return self.mapping(value)
+        if cls is list:
+            return [self(item) for item in value]
+        return value
+
+    def mapping(self, value):
+        """``self(value)`` for a dict, its strings looked up inline: 130,000 values at 10,000
+        devices, where a call per value cost as much as the tagging."""
+        tagged_of = self._tagged
+        out = {}
+        for key, item in value.items():
+            if item.__class__ is str:
+                tagged = tagged_of.get(item)
+                out[key] = self(item) if tagged is None else tagged
+            elif item.__class__ in (dict, list):
+                out[key] = self(item)
+            else:
+                out[key] = item
+        return out
+
+
 @contextmanager
 def _expressions_compiled_once(templar):
     """Compile each compose/groups/keyed_groups expression once for the whole run: ansible-core
@@ -332,28 +374,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             inventory.add_group(group)
         hosts = data['hosts']
         inv_hosts = inventory.hosts
+        trust = _Trust()
         for name, hostvars in hosts.items():
             inventory.add_host(name)
-            host = inv_hosts[name]
-            host.vars.update(hostvars)
-        # The plugin's own constant text (fleet_inventory.plugin_constants: reach and replica mode
-        # words, tunnel_host) is trusted-as-template; everything else, registry data above all,
-        # stays untrusted. One tagged object per value, shared by every device.
-        trusted = dict((key, dict((value, trust_as_template(value)) for value in values))
-                       for key, values in (data.get('trusted') or {}).items())
-        for name in groups['devices']:
-            hostvars = inv_hosts[name].vars
-            for key, tagged in trusted.items():
-                value = hostvars.get(key)
-                if value.__class__ is str and value in tagged:
-                    hostvars[key] = tagged[value]
+            inv_hosts[name].vars.update(trust.mapping(hostvars))
         add_child = inventory.add_child
         for group, members in groups.items():
             for name in members:
                 add_child(group, name)
         for group, gvars in (data.get('group_vars') or {}).items():
             for key, value in gvars.items():
-                inventory.set_variable(group, key, value)
+                inventory.set_variable(group, key, trust(value))
         expressions = dict((key, trust_as_template(text)) for key, text in CLOUD_LIST_EXPRESSIONS.items())
         for name in groups['cloud']:
             inv_hosts[name].vars.update(expressions)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError, REPLICA_MODES
+from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.identifiers import FleetError
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.allocation import instances_by_host
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.fleet_config import format_port_ranges
 from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.device_record import (
@@ -37,20 +37,15 @@ DEFAULT_OPTIONS = {
 
 _UNSAFE_GROUP_CHARS = re.compile(r'[^A-Za-z0-9_]')
 
-#: What edgefleet_reach can be: the plugin's own words.
-REACH_VALUES = ('address', 'tunnel', 'none')
 
-
-def plugin_constants(tunnel_host):
-    """Device variables whose value is text of the plugin's own, never registry text: the
-    variable -> the values it can take. The plugin marks exactly these values trusted-as-template
-    (ansible-core then prints them as plain strings, not ``__ansible_unsafe`` objects: cheaper to
-    encode, 10,000 times). None of them can hold template syntax: ``edgefleet_reach`` and
-    ``edgefleet_replica_mode`` are fixed words, ``tunnel_host`` passed :data:`ADDRESS_RE`
-    (letters, digits, ``.:%[]_-``). A value equal to one of these is that text, wherever it came
-    from; any other value (a registry address in ``ansible_host``) stays untrusted data."""
-    return {'ansible_host': [tunnel_host], 'edgefleet_reach': list(REACH_VALUES),
-            'edgefleet_replica_mode': list(REPLICA_MODES)}
+def cannot_hold_template(text):
+    """True when the string ``text`` can never be a Jinja template, whatever renders it: it has
+    no ``{`` (every Jinja delimiter starts with one: ``{{``, ``{%``, ``{#``) and no ``#`` (a
+    ``#jinja2:`` header can change the delimiters). The plugin marks exactly such strings
+    trusted-as-template; rendering one gives the same text, and ansible-core prints it as a plain
+    string instead of an ``__ansible_unsafe`` object (half the ``--list`` encoding work per string,
+    10,000 times). Any other string, registry data above all, stays untrusted."""
+    return '{' not in text and '#' not in text
 
 
 def safe_group_name(name):
@@ -253,8 +248,7 @@ def build(devices, cloud_hosts, state, options=None):
     for name in sorted(clouds):
         if 'cloud_' + name in groups:
             group_vars['cloud_' + name] = {'edgefleet_cloud_address': clouds[name]['address'] or ''}
-    return {'hosts': hosts, 'groups': groups, 'group_vars': group_vars, 'warnings': warnings,
-            'trusted': plugin_constants(tunnel_host)}
+    return {'hosts': hosts, 'groups': groups, 'group_vars': group_vars, 'warnings': warnings}
 
 
 def device_entry_vars(name, hostvars):
@@ -292,11 +286,11 @@ def pack(data):
     return out
 
 
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 
 
 def to_cache(data):
-    """The built (packed) inventory in the form the plugin caches: ``{'format': 4, 'inventory':
+    """The built (packed) inventory in the form the plugin caches: ``{'format': 5, 'inventory':
     <one JSON string>}``. Inside the string each host's variables are a row of values under a
     shared tuple of names (a "shape"; the devices of a fleet have a handful). A cache plugin then
     stores and decodes one string, not 10,000 dicts through its tag-aware decoder (0.07 s instead
@@ -310,8 +304,7 @@ def to_cache(data):
             index = shapes[keys] = len(shapes)
         rows.append([name, index] + list(hv.values()))
     doc = {'shapes': [list(keys) for keys in shapes], 'hosts': rows, 'groups': data['groups'],
-           'group_vars': data.get('group_vars') or {}, 'warnings': data.get('warnings') or [],
-           'trusted': data.get('trusted') or {}}
+           'group_vars': data.get('group_vars') or {}, 'warnings': data.get('warnings') or []}
     return {'format': CACHE_FORMAT, 'inventory': json.dumps(doc, separators=(',', ':'))}
 
 
@@ -326,8 +319,7 @@ def from_cache(cached):
     hosts = {}
     for row in doc['hosts']:
         hosts[row[0]] = dict(zip(shapes[row[1]], row[2:]))
-    return {'hosts': hosts, 'groups': doc['groups'], 'group_vars': doc['group_vars'], 'warnings': doc['warnings'],
-            'trusted': doc['trusted']}
+    return {'hosts': hosts, 'groups': doc['groups'], 'group_vars': doc['group_vars'], 'warnings': doc['warnings']}
 
 
 def expand(data):

@@ -202,7 +202,7 @@ def test_device_side_of_an_awx_slice_without_its_cloud_host(tmp_path):
     env = environment()
     listing = json.loads(subprocess.run(["ansible-inventory", "-i", str(config), "--list", "--export"], env=env,
                                         check=True, capture_output=True, text=True).stdout)
-    clouds = dict((name, listing["_meta"]["hostvars"][name]["edgefleet_cloud_address"]["__ansible_unsafe"])
+    clouds = dict((name, listing["_meta"]["hostvars"][name]["edgefleet_cloud_address"])
                   for name in ("cloud01", "cloud02"))
     assert clouds == {"cloud01": "10.0.0.1", "cloud02": "10.0.0.2"}
     playbook = tmp_path / "slice.yml"

@@ -244,34 +244,55 @@ def _snapshot(inv):
     return hosts, groups, group_vars
 
 
-def test_only_the_plugins_own_constants_are_trusted(tmp_path):
-    """Config values (YAML, tagged trusted-as-template) must not reach host vars with their tags;
-    the plugin marks trusted-as-template only its own constant text (reach and replica mode words,
-    tunnel_host): printed as plain strings, not __ansible_unsafe objects. Registry data (an
-    address in ansible_host, site, labels, cloud host, registry vars) and the ssh arguments (they
-    hold the cloud host's registry address and vars) stay untrusted."""
-    from ansible.template import is_trusted_as_template
+def test_only_strings_that_cannot_hold_a_template_are_trusted(tmp_path):
+    """Config values (YAML, tagged with their origin and trusted-as-template) must not reach host
+    vars with their tags. The plugin marks trusted-as-template exactly the strings without ``{``
+    and ``#`` (no Jinja delimiter, no ``#jinja2:`` header): printed as plain strings, not
+    __ansible_unsafe objects, and rendering them changes nothing. A registry string that could be
+    a template (a variable ``{{ lookup(...) }}``, a ``#jinja2:`` header, a label with braces) and
+    the packed cloud table stay untrusted, at every depth."""
+    from ansible.template import Templar, is_trusted_as_template
     from ansible.module_utils._internal._datatag import AnsibleTagHelper
     from ansible._internal._datatag._tags import TrustedAsTemplate
-    registry = REGISTRY.replace('vars: {app_port: 8080, ansible_user: kiosk}',
-                                'vars: {app_port: 8080, ansible_user: kiosk, note: "{{ lookup(\'pipe\', \'id\') }}"}')
+    lookup = "{{ lookup('pipe', 'id') }}"
+    header = "#jinja2:variable_start_string:'[[', variable_end_string:']]'\n[[ lookup('pipe', 'id') ]]"
+    registry = REGISTRY.replace(
+        'vars: {app_port: 8080, ansible_user: kiosk}',
+        'vars: {app_port: 8080, ansible_user: kiosk, note: "%s", header: "%s", nested: {deep: ["%s", plain]}}'
+        % (lookup, header.replace('\n', '\\n'), lookup)).replace(
+        'labels: {lab: "true", hw: rpi4}', 'labels: {lab: "true", hw: rpi4, odd: "{%% if 1 %%}x{%% endif %%}"}')
     inv = inventory(fleet(tmp_path, 'reach: auto\ntunnel_host: 127.0.0.1\nssh_common_args: -o A=b\n', registry=registry))
     two, one, three = hostvars(inv, 'device02'), hostvars(inv, 'device01'), hostvars(inv, 'device03')
     assert two['edgefleet_reach'] == 'tunnel' and one['edgefleet_reach'] == 'address'
-    for hv, key in ((two, 'ansible_host'), (two, 'edgefleet_reach'), (two, 'edgefleet_replica_mode'),
-                    (one, 'edgefleet_reach'), (three, 'edgefleet_replica_mode')):
+    assert three['header'] == header
+    trusted = ((two, 'ansible_host'), (two, 'edgefleet_reach'), (two, 'edgefleet_replica_mode'),
+               (two, 'ansible_ssh_common_args'), (one, 'ansible_host'), (one, 'edgefleet_site'),
+               (one, 'edgefleet_cloud_host'), (three, 'ansible_user'), (three, 'edgefleet_replica_mode'))
+    for hv, key in trusted:
         assert is_trusted_as_template(hv[key]), key
         assert AnsibleTagHelper.tags(hv[key]) == {TrustedAsTemplate()}, key  # no origin tag of the config file
-    for hv, key in ((two, 'ansible_ssh_common_args'), (one, 'ansible_host'), (one, 'edgefleet_site'),
-                    (one, 'edgefleet_cloud_host'), (three, 'note'), (three, 'ansible_user')):
-        assert not is_trusted_as_template(hv[key]), key
-        assert hv[key].__class__ is str, key  # exactly str, no tagged subclass
-    assert not any(is_trusted_as_template(v) for v in one['edgefleet_labels'].values())
-    assert not is_trusted_as_template(inv.groups['cloud_cloud01'].vars['edgefleet_cloud_address'])
-    # the cloud host: nothing trusted but the two list expressions
+    for value in (three['note'], three['header'], three['nested']['deep'][0], one['edgefleet_labels']['odd']):
+        assert not is_trusted_as_template(value), value
+        assert value.__class__ is str, value  # exactly str, no tagged subclass
+    assert is_trusted_as_template(three['nested']['deep'][1]) and is_trusted_as_template(one['edgefleet_labels']['hw'])
+    assert is_trusted_as_template(inv.groups['cloud_cloud01'].vars['edgefleet_cloud_address'])
+    # rendering a trusted value changes nothing; an untrusted one is never run
+    templar = Templar(loader=DataLoader(), variables=three)
+    assert templar.template(three['note']) == lookup and templar.template(three['header']) == header
+    for hv, key in trusted:
+        assert templar.template(hv[key]) == str(hv[key]), key
+    # the cloud host: the packed table (JSON, braces) untrusted, the list expressions trusted
     cloud = hostvars(inv, 'cloud01')
-    assert sorted(k for k, v in cloud.items() if is_trusted_as_template(v)) == [
-        'edgefleet_cloud_devices', 'edgefleet_cloud_instances']
+    assert not is_trusted_as_template(cloud['edgefleet_cloud_table'])
+    assert is_trusted_as_template(cloud['edgefleet_cloud_devices']) and is_trusted_as_template(cloud['edgefleet_cloud_name'])
+
+
+@pytest.mark.parametrize('text, inert', [
+    ('site01', True), ('-o ProxyJump=root@192.0.2.1 -o HostKeyAlias=dev1', True), ('', True),
+    ('fe80::1%eth0', True), ('{{ x }}', False), ('a {% if 1 %}', False), ('{# c #}', False),
+    ('#jinja2:variable_start_string:"[["\n[[ x ]]', False), ('x#y', False), ('{', False)])
+def test_cannot_hold_template(text, inert):
+    assert fleet_inventory.cannot_hold_template(text) is inert
 
 
 @pytest.mark.parametrize('tunnel_host', ['"{{ lookup(\'pipe\', \'id\') }}"', '"a b"', '""'])
@@ -319,7 +340,8 @@ def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
     extra = ('reach: tunnel\ntunnel_host: 127.0.0.1\nlabel_groups: [hw]\ndevice_vars: {ansible_user: admin}\n'
              'cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: %s\n' % cache_dir)
     path = fleet(tmp_path, extra)
-    cold = _snapshot(inventory(path))
+    cold_inv = inventory(path)
+    cold = _snapshot(cold_inv)
     files = os.listdir(str(cache_dir))
     assert len(files) == 1
     text = (cache_dir / files[0]).read_text()
@@ -330,8 +352,14 @@ def test_cache_stores_plain_data_and_warm_equals_cold(tmp_path):
     warm_inv = inventory(path)
     assert _snapshot(warm_inv) == cold
     from ansible.template import is_trusted_as_template
+    # the same strings trusted, warm or cold (the rule, fleet_inventory.cannot_hold_template,
+    # runs on load; the cache holds no trust)
+    for name in cold[0]:
+        cold_vars, warm_vars = hostvars(cold_inv, name), hostvars(warm_inv, name)
+        assert dict((k, is_trusted_as_template(v)) for k, v in warm_vars.items() if isinstance(v, str)) == \
+            dict((k, is_trusted_as_template(v)) for k, v in cold_vars.items() if isinstance(v, str)), name
     assert is_trusted_as_template(hostvars(warm_inv, 'device02')['edgefleet_reach'])
-    assert not is_trusted_as_template(hostvars(warm_inv, 'device02')['edgefleet_site'])
+    assert not is_trusted_as_template(hostvars(warm_inv, 'cloud01')['edgefleet_cloud_table'])
     assert resolved(warm_inv, 'cloud01', 'edgefleet_cloud_devices')[0]['id'] == 'device01'
 
 
