@@ -203,10 +203,13 @@ class Capture:
         from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, XidEvent
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-        position, left_out = self.checkpoint.start_position(binlog_pos(self.config['replica']))
+        position, left_out, from_now = self.checkpoint.start_position(binlog_pos(self.config['replica']),
+                                                                      self.devices.domains())
         for domain, why in sorted(left_out.items()):
             log('GTID domain %d (%s): %s; its transactions the checkpoint covers are skipped'
                 % (domain, self.devices.name_of(domain), why))
+        for domain, why in sorted(from_now.items()):
+            log('GTID domain %d: %s' % (domain, why))
         reader = BinLogStreamReader(
             connection_settings=client_kwargs(**self.config['replica']),
             server_id=int(self.config['reader_server_id']), is_mariadb=True,
@@ -294,9 +297,16 @@ class Capture:
         self.advance(publisher)
 
     def advance(self, publisher):
-        """Move the checkpoint past every transaction the broker confirmed in full."""
+        """Move the checkpoint past every transaction of a device the broker confirmed in full.
+        A transaction of a domain no device of this replica holds does not move it: in channel
+        mode a device joins a running replica (the replication play starts its channel) before
+        the change-stream play adds it to this capture's devices and restarts the capture, and
+        its first transactions, skipped or dead-lettered meanwhile, are then read again from the
+        binlog (start_position) instead of being lost behind the checkpoint."""
+        domains = self.devices.domains()
         for gtid in publisher.confirmed():
-            self.checkpoint.advance(gtid)
+            if int(gtid.split('-', 1)[0]) in domains:
+                self.checkpoint.advance(gtid)
         self.save()
 
 

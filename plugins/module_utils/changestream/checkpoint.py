@@ -51,8 +51,9 @@ class Checkpoint:
         current = self.positions.get(gtid.domain)
         return current is not None and gtid.seq_no <= current.seq_no
 
-    def start_position(self, binlog_pos):
-        """(position text to ask the replica for, {domain: why it was left out}).
+    def start_position(self, binlog_pos, device_domains=None):
+        """(position text to ask the replica for, {domain: why it was left out}, {domain: why it is
+        asked from the replica's current position}).
 
         `binlog_pos` is the replica's ``@@gtid_binlog_pos`` (the last GTID of each domain its
         binlog has; what the monitor compares with too). MariaDB refuses a whole position
@@ -67,9 +68,16 @@ class Checkpoint:
           to the checkpoint's number are skipped as covered; the monitor shows the device stalled
           until its new history passes that number (docs/changestream.md, Limits).
         A domain whose checkpoint the binlog has purged is still asked for, so it is refused,
-        never skipped."""
+        never skipped.
+
+        `device_domains` (the GTID domains of this replica's devices; None: every domain is one):
+        a domain of the binlog that is no device's and has no checkpoint (a device that moved away
+        before this capture started, a stray writer) is asked from its last transaction in the
+        binlog, so its history is not read (and dead-lettered) again at every start. The checkpoint
+        holds device domains only (`Capture.advance`), so a device that joins this replica later is
+        read from the oldest binlog once the capture knows it."""
         held = parse_gtid_pos(binlog_pos or '')
-        kept, left_out = {}, {}
+        kept, left_out, from_now = {}, {}, {}
         for domain, gtid in self.positions.items():
             if domain not in held:
                 left_out[domain] = 'no longer in the replica binlog (device moved away)'
@@ -78,7 +86,13 @@ class Checkpoint:
                                     % (held[domain].seq_no, gtid.seq_no))
             else:
                 kept[domain] = gtid
-        return format_gtid_pos(kept), left_out
+        if device_domains is not None:
+            for domain, gtid in held.items():
+                if domain not in self.positions and domain not in device_domains:
+                    kept[domain] = gtid
+                    from_now[domain] = 'no device of this replica: asked from %s, its older transactions are not read' % (
+                        format_gtid_pos({domain: gtid}),)
+        return format_gtid_pos(kept), left_out, from_now
 
     def save(self):
         atomic_write(self.path, json.dumps({'gtid_pos': self.text()}, sort_keys=True) + '\n', mode=0o640)

@@ -39,6 +39,10 @@ class DeviceMap:
         """Whether events of this replica schema belong to the stream at all."""
         return schema in self.schemas or schema in self.databases
 
+    def domains(self):
+        """The GTID domains of this replica's devices."""
+        return frozenset(self.by_domain)
+
     def name_of(self, domain):
         """The device id of a GTID domain, or 'no device of this replica'."""
         device = self.by_domain.get(int(domain))

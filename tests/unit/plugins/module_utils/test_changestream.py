@@ -198,15 +198,37 @@ def test_checkpoint_start_position_leaves_out_deleted_and_restarted_domains(tmp_
         checkpoint.advance(gtid)
     # 1002 moved away (DELETE_DOMAIN_ID); 1003's history restarted (binlog at 4 < 9): both left
     # out, the checkpoint unchanged; 1001 kept (the binlog is past the checkpoint)
-    position, left_out = checkpoint.start_position('0-2000000001-3,1001-1001-700,1003-1003-4')
-    assert position == '0-2000000001-3,1001-1001-653'
+    position, left_out, from_now = checkpoint.start_position('0-2000000001-3,1001-1001-700,1003-1003-4')
+    assert position == '0-2000000001-3,1001-1001-653' and from_now == {}
     assert sorted(left_out) == [1002, 1003]
     assert 'moved away' in left_out[1002] and 'binlog is at 4, the stream at 9' in left_out[1003]
     assert checkpoint.text() == '0-2000000001-3,1001-1001-653,1002-1002-7,1003-1003-9'
     # a domain the replica still has at or past the checkpoint is always asked for (purged: refused, not skipped)
-    assert checkpoint.start_position('1002-1002-7,0-2000000001-3,1001-1001-653,1003-1003-10') == (checkpoint.text(), {})
+    assert checkpoint.start_position('1002-1002-7,0-2000000001-3,1001-1001-653,1003-1003-10') == (
+        checkpoint.text(), {}, {})
     assert checkpoint.start_position('')[0] == ''
-    assert Checkpoint(str(tmp_path / 'x')).start_position('5-5-5') == ('', {})
+    assert Checkpoint(str(tmp_path / 'x')).start_position('5-5-5') == ('', {}, {})
+
+
+def test_checkpoint_start_position_asks_other_domains_from_now(tmp_path):
+    """A binlog domain that is no device's and has no checkpoint (a device that moved away before
+    the capture started, the replica's own domain 0, a stray writer) is asked from its last
+    transaction: its history is not read and dead-lettered at every start. A device's domain
+    without a checkpoint (a device that joined this replica) is left to the oldest binlog."""
+    checkpoint = Checkpoint(str(tmp_path / 'checkpoint.json'))
+    checkpoint.advance('1001-1001-653')
+    binlog = '0-2000000001-3,1001-1001-700,1002-1002-40,1004-1004-12'
+    position, left_out, from_now = checkpoint.start_position(binlog, frozenset([1001, 1004]))
+    assert position == '0-2000000001-3,1001-1001-653,1002-1002-40'
+    assert left_out == {} and sorted(from_now) == [0, 1002]
+    assert 'asked from 1002-1002-40' in from_now[1002] and 'no device of this replica' in from_now[1002]
+    # a first start: only the devices' domains are read from the oldest binlog
+    assert Checkpoint(str(tmp_path / 'y')).start_position(binlog, frozenset([1004]))[0] == \
+        '0-2000000001-3,1001-1001-700,1002-1002-40'
+    # a domain in the checkpoint (written before checkpoints held device domains only) keeps its rules
+    checkpoint.advance('1002-1002-50')
+    position, left_out, from_now = checkpoint.start_position(binlog, frozenset([1001, 1004]))
+    assert position == '0-2000000001-3,1001-1001-653' and sorted(left_out) == [1002] and sorted(from_now) == [0]
 
 
 def test_checkpoint_covers_only_what_it_confirmed(tmp_path):
@@ -214,3 +236,26 @@ def test_checkpoint_covers_only_what_it_confirmed(tmp_path):
     checkpoint.advance('7-7-5')
     assert checkpoint.covers('7-7-5') and checkpoint.covers('7-9-1')
     assert not checkpoint.covers('7-7-6') and not checkpoint.covers('8-8-1')
+
+
+def test_capture_checkpoints_device_domains_only(tmp_path):
+    """A confirmed transaction of a domain no device of this replica holds (a device that joins a
+    running replica before the capture knows it, the replica's own domain 0) leaves the checkpoint
+    where it is, so the capture reads that device from the binlog once its config lists it."""
+    from ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream.capture import Capture
+
+    class Confirmed:
+        def __init__(self, gtids):
+            self.gtids = gtids
+
+        def confirmed(self):
+            gtids, self.gtids = self.gtids, []
+            return gtids
+
+    config = {'devices': [{'id': 'dev1', 'gtid_domain_id': 11, 'schema_prefix': 'dev1_'}], 'databases': ['app'],
+              'checkpoint': str(tmp_path / 'checkpoint.json'), 'checkpoint_interval': 0}
+    capture = Capture(config)
+    capture.advance(Confirmed(['11-11-5', '13-13-9', '0-2000000001-3', '11-11-6']))
+    assert capture.checkpoint.text() == '11-11-6'
+    with open(config['checkpoint'], encoding='utf-8') as handle:
+        assert json.load(handle) == {'gtid_pos': '11-11-6'}
