@@ -31,6 +31,7 @@ class DeviceMap:
                                  % (domain, self.by_domain[domain]['id'], record['id']))
             self.by_domain[domain] = {'id': record['id'], 'schema_prefix': record.get('schema_prefix') or '',
                                       'server_id': record.get('server_id')}
+        self._domains = frozenset(self.by_domain)
         # Every schema the replica may hold for a watched database: prefix + database.
         self.schemas = frozenset(device['schema_prefix'] + db for device in self.by_domain.values()
                                  for db in self.databases)
@@ -41,7 +42,7 @@ class DeviceMap:
 
     def domains(self):
         """The GTID domains of this replica's devices."""
-        return frozenset(self.by_domain)
+        return self._domains
 
     def name_of(self, domain):
         """The device id of a GTID domain, or 'no device of this replica'."""
