@@ -36,9 +36,10 @@ import pymysqlreplication  # noqa: F401  pylint: disable=unused-import
 pytestmark = pytest.mark.mariadb
 
 DEVICES = [{"id": "dev1", "gtid_domain_id": 11, "server_id": 11, "schema_prefix": "dev1_"},
-           {"id": "dev2", "gtid_domain_id": 12, "server_id": 12, "schema_prefix": "dev2_"},
-           # joins the replica mid-test, before the capture's config lists it
-           {"id": "dev3", "gtid_domain_id": 14, "server_id": 14, "schema_prefix": "dev3_"}]
+           {"id": "dev2", "gtid_domain_id": 12, "server_id": 12, "schema_prefix": "dev2_"}]
+# joins the replica mid-test, before the capture's config lists it
+JOINER = {"id": "dev3", "gtid_domain_id": 14, "server_id": 14, "schema_prefix": "dev3_"}
+ALL_DEVICES = DEVICES + [JOINER]
 PACKAGE = "ansible_collections.edgefleet.mysql_backup.plugins.module_utils.changestream"
 TAP = "test.tap"
 _background_ids = itertools.count(1)
@@ -123,7 +124,7 @@ def rows_checksum(conn, query):
 def union_checksum(source):
     conn = source.connect()
     query = " UNION ALL ".join(
-        "SELECT '%s', id, name, qty, note FROM %sapp.items" % (d["id"], d["schema_prefix"]) for d in DEVICES)
+        "SELECT '%s', id, name, qty, note FROM %sapp.items" % (d["id"], d["schema_prefix"]) for d in ALL_DEVICES)
     try:
         return rows_checksum(conn, "SELECT * FROM (%s) u ORDER BY 1, 2" % query)
     finally:
@@ -179,7 +180,7 @@ def publish_raw(broker, routing_key, body, message_id):
 def check_tap(messages, writers, source):
     """Commit order per device, correct images, 0 lost, duplicates only as the same event."""
     first = {}
-    order = {d["id"]: [] for d in DEVICES}
+    order = {d["id"]: [] for d in ALL_DEVICES}
     duplicates = 0
     gtids = {}
     for properties, body in messages:
@@ -267,7 +268,7 @@ def test_change_stream_end_to_end(tmp_path):
             as source, \
             mariadb_server(server_id=32, binlog=False) as central:
         broker.wait()
-        for device in DEVICES:
+        for device in ALL_DEVICES:
             source.execute("CREATE DATABASE %sapp" % device["schema_prefix"],
                            "CREATE TABLE %sapp.items (id INT PRIMARY KEY, name VARCHAR(32), qty INT)"
                            % device["schema_prefix"],
@@ -279,7 +280,7 @@ def test_change_stream_end_to_end(tmp_path):
         queues = [{"name": "edgefleet.fanin", "bindings": ["#"]}, {"name": TAP, "bindings": ["#"]}]
         capture_conf = {
             "replica": {"host": "127.0.0.1", "port": source.port, "user": "root", "password": ""},
-            "reader_server_id": 9001, "databases": ["app"], "devices": DEVICES[:2],
+            "reader_server_id": 9001, "databases": ["app"], "devices": DEVICES,
             "broker": dict(broker_conf, user="capture", password="capture-pw"), "queues": queues,
             "checkpoint": str(tmp_path / "capture.checkpoint"), "start_gtid_pos": "", "checkpoint_interval": 0.2}
         fanin_conf = {
@@ -298,7 +299,7 @@ def test_change_stream_end_to_end(tmp_path):
                 json.dump(conf, handle)
         capture = Program(lib, "capture", paths["capture"], str(tmp_path / "capture.log"))
         fanin = Program(lib, "consumer", paths["fanin"], str(tmp_path / "fanin.log"))
-        writers = [Writer(source, device) for device in DEVICES[:2]]
+        writers = [Writer(source, device) for device in DEVICES]
 
         # Refused credentials: a clear error, exit 2, nothing declared, published or applied.
         for name, module in (("capture-bad", "capture"), ("fanin-bad", "consumer")):
@@ -366,7 +367,7 @@ def test_change_stream_end_to_end(tmp_path):
             # A device joins this replica while the capture does not list it yet (channel mode: the
             # replication play starts its channel before the change-stream play rewrites the capture's
             # config and restarts it). Its first transactions must reach the stream once it is listed.
-            joiner = Writer(source, DEVICES[2])
+            joiner = Writer(source, JOINER)
             joiner.tx("ALTER TABLE APP.items ADD COLUMN note VARCHAR(32)")
             for base in (0, 10):
                 joiner.tx("INSERT INTO APP.items (id, name, qty) VALUES %s"
@@ -379,7 +380,7 @@ def test_change_stream_end_to_end(tmp_path):
             assert "14-14-" not in checkpoint_text(capture_conf)  # read past, not checkpointed
             assert capture.stop() == 0, capture.log()
             with open(paths["capture"], "w", encoding="utf-8") as handle:
-                json.dump(dict(capture_conf, devices=DEVICES), handle)
+                json.dump(dict(capture_conf, devices=ALL_DEVICES), handle)
             capture.start()
             writers.append(joiner)
             joiner.tx("INSERT INTO APP.items (id, name, qty) VALUES (30, 'listed', 30)")
