@@ -634,6 +634,25 @@ def _filtered_ddl_diagnosis(status, rules, errno, error):
            match.group(2), rule['to'], name, rule['from']))
 
 
+_REQUESTED_GTID_RE = re.compile(r'start from GTID (\d+)-(\d+)-(\d+)')
+
+
+def _foreign_position_diagnosis(status):
+    """For a source's refusal (1236) of a position whose GTID another server wrote: the replica's
+    position in this channel's domain came from a server that is not this channel's source, so
+    another source wrote under the domain (a device forging a neighbour's gtid_domain_id on a
+    shared instance: docs/security.md, Limits) or the device's server id changed. None when the
+    error names no GTID or the source's server id is not known."""
+    match = _REQUESTED_GTID_RE.search(status.get('last_io_error') or '')
+    source_id = status.get('source_server_id')
+    if not match or not source_id or int(match.group(2)) == int(source_id):
+        return None
+    return ('the replica\'s position in GTID domain %s (%s) was written by server %s, not by this '
+            'channel\'s source (server %s): another source wrote under this domain, or the device\'s '
+            'server_id changed; re-seed the channel (resync.yml)'
+            % (match.group(1), '-'.join(match.groups()), match.group(2), source_id))
+
+
 def diagnose(status, lag_threshold):
     """Return (health, diagnosis) for one parsed status row."""
     io_raw = (status.get('io_running') or 'No').lower()
@@ -658,6 +677,9 @@ def diagnose(status, lag_threshold):
         }.get(sql_errno, 'the SQL thread stopped on an error')
         return 'error', 'SQL thread error %d: %s. %s' % (sql_errno, hint, sql_error)
     if io_errno and io_raw == 'no':
+        forged = _foreign_position_diagnosis(status) if io_errno == 1236 else None
+        if forged:
+            return 'error', 'IO thread error 1236: %s. %s' % (forged, io_error)
         hint = {
             1236: 'the source no longer has the binlogs for the requested GTID position '
                   '(purged, or the position is wrong): re-seed the channel',

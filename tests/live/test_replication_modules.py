@@ -453,3 +453,22 @@ def test_wrong_password_is_reported_at_start(fleet):
     assert report['actions'] == ['created', 'started']
     assert report['health'] == 'error' and 'access denied' in report['diagnosis'].lower()
     assert any('dev1' in str(w) for w in result.get('warnings', []))
+
+
+def test_replication_info_names_a_position_another_source_wrote(fleet):
+    """The documented limit of shared instances (docs/security.md, "GTID domains"): dev2's device,
+    as root on its own server, writes under dev1's GTID domain with a huge sequence number; the
+    replica records that GTID as dev1's position and dev1's source refuses it at dev1's next
+    connect. replication_info says what happened (a position written by another server), where a
+    purged binlog would be the usual reading of error 1236."""
+    src1, src2, replica = fleet
+    run_module('replication_source', dict(login(replica), channels=[channel('dev1', src1), channel('dev2', src2)]))
+    src1.execute("INSERT INTO app1.t VALUES (1, 'a')")
+    wait_for(lambda: rows(replica, 'app1.t') == [1], what='dev1 applied')
+    src2.execute("SET SESSION gtid_domain_id = 301", "SET SESSION gtid_seq_no = 4000000000",
+                 "INSERT INTO app2.t VALUES (1, 'under dev1s domain')")
+    wait_for(lambda: '301-302-4000000000' in gtid_slave_pos(replica), what="the forged GTID applied")
+    replica.execute("STOP SLAVE 'dev1'", "START SLAVE 'dev1'")  # dev1's tunnel drops and comes back
+    info = wait_for(lambda: _health(replica, 'dev1', 'error'), what='dev1 refused by its source')
+    assert 'was written by server 302, not by this channel\'s source (server 301)' in info['diagnosis'], info
+    assert 'resync.yml' in info['diagnosis'] and 'purged' not in info['diagnosis']

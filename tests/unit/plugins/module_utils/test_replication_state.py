@@ -499,3 +499,20 @@ def test_diagnosis_row_event_for_a_table_the_isolation_filter_never_created():
     state, text = health(row)
     assert state == 'error' and text.startswith('table dev1_app.orders is missing on the replica')
     assert 'app.orders without USE app' in text and "START SLAVE 'dev1'" in text
+
+
+def test_health_1236_for_a_position_another_server_wrote():
+    """A device that forged its neighbour's GTID domain on a shared instance (docs/security.md)
+    moves the neighbour's position to a GTID of another server id: said so, not 'purged'."""
+    text = ("Got fatal error 1236 from master when reading data from binary log: 'Error: connecting slave "
+            "requested to start from GTID 301-302-4000000000, which is not in the master's binlog'")
+    forged = mariadb_row(io='No', Last_IO_Errno=1236, Last_IO_Error=text, Master_Server_Id=301)
+    state, diagnosis = health(forged)
+    assert state == 'error'
+    assert 'GTID domain 301 (301-302-4000000000) was written by server 302, not by this channel\'s source ' \
+           '(server 301)' in diagnosis and 'resync.yml' in diagnosis and 'purged' not in diagnosis
+    own = mariadb_row(io='No', Last_IO_Errno=1236, Last_IO_Error=text.replace('301-302-', '301-301-'),
+                      Master_Server_Id=301)
+    assert 'purged' in health(own)[1]  # its own server's GTID: the usual purged-binlog case
+    unknown = mariadb_row(io='No', Last_IO_Errno=1236, Last_IO_Error=text, Master_Server_Id=0)
+    assert 'purged' in health(unknown)[1]
