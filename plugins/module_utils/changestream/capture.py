@@ -303,10 +303,8 @@ class Capture:
         the change-stream play adds it to this capture's devices and restarts the capture, and
         its first transactions, skipped or dead-lettered meanwhile, are then read again from the
         binlog (start_position) instead of being lost behind the checkpoint."""
-        domains = self.devices.domains()
         for gtid in publisher.confirmed():
-            if int(gtid.split('-', 1)[0]) in domains:
-                self.checkpoint.advance(gtid)
+            self.checkpoint.advance(gtid, self.devices.domains())
         self.save()
 
 

@@ -35,8 +35,12 @@ class Checkpoint:
             return cls(path, parse_gtid_pos(initial))
         return cls(path, parse_gtid_pos(data.get('gtid_pos', '')))
 
-    def advance(self, gtid_text):
+    def advance(self, gtid_text, domains=None):
+        """Move past the transaction `gtid_text`; only when its domain is in `domains` (the
+        capture's devices) if that is given."""
         gtid = list(parse_gtid_pos(gtid_text).values())[0]
+        if domains is not None and gtid.domain not in domains:
+            return
         current = self.positions.get(gtid.domain)
         if current is None or gtid.seq_no > current.seq_no:
             self.positions[gtid.domain] = Gtid(*gtid)
