@@ -255,12 +255,13 @@ def _plain(value):
     return value
 
 
-class _Trust:
+class TemplateFreeTrust:
     """Marks trusted-as-template every string that cannot hold a template
     (fleet_inventory.cannot_hold_template), in host and group variables and inside their lists
     and dicts; every other string (registry data with ``{`` or ``#``, the packed cloud tables)
     stays untrusted. Registry values repeat (sites, labels, cloud hosts): one tagged copy each.
-    A copy, never the config's tagged object: no origin tag rides along."""
+    A copy, never the config's tagged object: no origin tag rides along. (bench/inventory's
+    floor-data plugin applies the same walk.)"""
 
     def __init__(self):
         self._tagged = {}
@@ -285,13 +286,8 @@ class _Trust:
         tagged_of = self._tagged
         out = {}
         for key, item in value.items():
-            if item.__class__ is str:
-                tagged = tagged_of.get(item)
-                out[key] = self(item) if tagged is None else tagged
-            elif item.__class__ in (dict, list):
-                out[key] = self(item)
-            else:
-                out[key] = item
+            tagged = tagged_of.get(item) if item.__class__ is str else None
+            out[key] = self(item) if tagged is None else tagged
         return out
 
 
@@ -374,7 +370,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             inventory.add_group(group)
         hosts = data['hosts']
         inv_hosts = inventory.hosts
-        trust = _Trust()
+        trust = TemplateFreeTrust()
         for name, hostvars in hosts.items():
             inventory.add_host(name)
             inv_hosts[name].vars.update(trust.mapping(hostvars))
