@@ -47,6 +47,13 @@ def fleet(tmp_path_factory):
                         "MASTER_CONNECT_RETRY=1", f"START SLAVE '{name}'")
         wait_for(lambda: rep.execute("SELECT COUNT(*) FROM information_schema.TABLES "
                                      "WHERE TABLE_SCHEMA='app'")[0][0] == 1, what="schema on replica")
+        # Both devices' CREATE TABLE applied before the replica's own row goes in: a later one
+        # (slave_ddl_exec_mode=IDEMPOTENT makes it CREATE OR REPLACE) would empty the table again,
+        # and the device's insert would then not collide (seen once under make live's load).
+        for dev in (dev1, dev2):
+            done = dev.execute("SELECT @@gtid_binlog_pos")[0][0]
+            wait_for(lambda: done in rep.execute("SELECT @@gtid_slave_pos")[0][0].split(","),
+                     what="the replica at %s" % done)
         # break dev2: the replica already has the row the device is about to insert
         rep.execute("SET sql_log_bin=0", "INSERT INTO app.t VALUES (1, 99)")
         dev2.execute("INSERT INTO app.t VALUES (1, 1)")
